@@ -1,0 +1,139 @@
+"""The architecture-adapter contract: what a family plugin implements.
+
+An adapter knows one architecture family (``qwen2_5_vl``, ``gemma3``, ``llava``, ``timm``, ...):
+how to load a checkpoint of it, how to build a tiny random model of the *same class* offline,
+which modules to hook (its :class:`~medprobe.layermap.LayerGroup` s), how to turn images (and a
+prompt) into model inputs, and how to run the forward pass the capture engine hooks.
+
+Plugins register adapters lazily::
+
+    @hookimpl
+    def register_adapters(register):
+        register("qwen2_5_vl", "medprobe_qwen_vl.adapter:Qwen25VLAdapter", "Qwen2.5-VL (stock)")
+
+This module imports no torch; adapters import torch inside their methods or in their own
+modules (which are imported only when a model of the family is used).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+from .cards import ModelCard
+from .layermap import LayerGroup, LayerMap, resolve_layer_map
+from .registry import MedprobeError
+
+
+class AdapterError(MedprobeError):
+    """An adapter cannot do what was asked (e.g. remote code without --trust-remote-code)."""
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for capture.
+
+    ``weights`` says honestly what the weights are: ``"tiny-random(seed=0)"``,
+    ``"random-init"``, ``"hub:org/name@revision"`` or ``"local:/path"``. Everything made from a
+    model whose weights start with ``tiny-random`` or ``random`` is flagged synthetic in reports.
+    """
+
+    card: ModelCard
+    model: Any  # torch.nn.Module, eval mode
+    layer_map: LayerMap
+    processor: Any = None
+    config: Any = None
+    weights: str = ""
+    device: str = "cpu"
+    dtype: str = "float32"
+    #: adapter-specific state (image size, token ids, ...)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_random(self) -> bool:
+        return self.weights.startswith(("tiny-random", "random"))
+
+
+@dataclass
+class Batch:
+    """Model inputs for a batch of B images plus what the readouts need to pool.
+
+    ``inputs``: keyword arguments of :meth:`ModelAdapter.forward` (tensors on the model device).
+    ``roles``: boolean masks of shape (B, T) over the sequence the LLM receives, keyed by role:
+    ``image`` (image-token positions), ``text`` (text positions, padding excluded) and ``last``
+    (the final input token of each row). Empty for vision-only models.
+    ``packed``: for layouts that concatenate all images, stage -> tokens per image (length B);
+    e.g. Qwen2.5-VL ``{"vision": [256, 256], "connector": [64, 64]}``.
+    """
+
+    inputs: dict[str, Any]
+    roles: dict[str, Any] = field(default_factory=dict)
+    packed: dict[str, list[int]] = field(default_factory=dict)
+    size: int = 0
+
+
+class ModelAdapter:
+    """Base class of family adapters. Subclasses set ``family`` and implement the methods that
+    raise ``NotImplementedError``."""
+
+    family: str = ""
+    #: bump when a change alters captured features (part of the feature-store run key)
+    version: str = "1"
+    #: the family's code is not in transformers/timm/open_clip (needs trust_remote_code)
+    needs_remote_code: bool = False
+
+    # -- layer map ---------------------------------------------------------------------------
+    def layer_groups(self, card: ModelCard, config: Any) -> Sequence[LayerGroup]:
+        """The compact layer declaration for ``card`` given its (model) config."""
+        raise NotImplementedError
+
+    def layer_map(self, card: ModelCard, model: Any, config: Any = None, resolved_against: str = "") -> LayerMap:
+        """Resolve :meth:`layer_groups` against ``model.named_modules()``."""
+        names = [n for n, _ in model.named_modules()]
+        return resolve_layer_map(
+            card.id,
+            self.layer_groups(card, config if config is not None else getattr(model, "config", None)),
+            names,
+            config if config is not None else getattr(model, "config", None),
+            resolved_against=resolved_against or f"module tree of {type(model).__name__}",
+        )
+
+    def recorded_listing(self, card: ModelCard) -> tuple[Iterable[str], Mapping[str, Any], str] | None:
+        """For remote-code families: ``(module names, config dict, source)`` recorded from the
+        published modeling code, so the layer map can be validated without importing it."""
+        return None
+
+    # -- loading -----------------------------------------------------------------------------
+    def build_tiny(self, card: ModelCard, seed: int = 0) -> LoadedModel:
+        """A tiny random model of the card's architecture class, built offline and seeded, with a
+        processor built in-process. Same seed, same weights."""
+        raise NotImplementedError
+
+    def load(
+        self,
+        card: ModelCard,
+        source: str | None = None,
+        *,
+        revision: str | None = None,
+        device: str = "cpu",
+        dtype: str = "auto",
+        device_map: str | None = None,
+        trust_remote_code: bool = False,
+        **options: Any,
+    ) -> LoadedModel:
+        """Load real weights from ``source`` (a hub id or a local directory; default the card's
+        hub id) through the library's own ``from_pretrained`` / factory."""
+        raise NotImplementedError
+
+    # -- inputs and forward ------------------------------------------------------------------
+    def preprocess(self, loaded: LoadedModel, images: Sequence[Any], prompt: str | None = None) -> Batch:
+        """Turn B RGB PIL images (and the classification prompt, for MLLMs) into a :class:`Batch`."""
+        raise NotImplementedError
+
+    def forward(self, loaded: LoadedModel, batch: Batch) -> None:
+        """Run the part of the model that the hooks observe. Never compute full-vocabulary
+        logits (call the backbone, or keep one logit position)."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return {"family": self.family, "version": self.version, "needs_remote_code": self.needs_remote_code}

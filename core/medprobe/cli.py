@@ -1,0 +1,82 @@
+"""The ``medprobe`` command line.
+
+Commands are imported lazily (``"module:attr"`` per command) so ``medprobe --help`` imports
+neither torch nor any model library; plugins add commands through ``register_commands``.
+Errors a user can fix (:class:`~medprobe.registry.MedprobeError`) are printed without a
+traceback and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+#: built-in commands: name -> "module:attr" of a click.Command
+BUILTIN_COMMANDS: dict[str, str] = {
+    "plugins": "medprobe.commands.plugins:plugins",
+    "models": "medprobe.commands.models:models",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group whose built-in commands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(BUILTIN_COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.commands:
+            return self.commands[name]
+        target = BUILTIN_COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, _, attr = target.partition(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="medprobe")
+def cli() -> None:
+    """medprobe: find where medical multimodal LLMs lose classification signal.
+
+    Hook every stage of an MLLM (vision blocks -> connector -> LLM layers), probe each layer,
+    score the feature evolution (FHS), and compare with CNN/ViT baselines in one report.
+    """
+
+
+_PLUGIN_COMMANDS_ADDED = False
+
+
+def _add_plugin_commands() -> None:
+    global _PLUGIN_COMMANDS_ADDED
+    if _PLUGIN_COMMANDS_ADDED:
+        return
+    _PLUGIN_COMMANDS_ADDED = True
+    from .plugins import register_commands
+
+    register_commands(cli)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from .registry import MedprobeError
+
+    _add_plugin_commands()
+    try:
+        cli.main(args=argv, prog_name="medprobe", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(1)
+    except MedprobeError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

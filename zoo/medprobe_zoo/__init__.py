@@ -1,0 +1,1 @@
+"""medprobe's model catalogue: one TOML card per checkpoint under ``cards/``."""

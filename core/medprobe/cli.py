@@ -17,6 +17,8 @@ import click
 BUILTIN_COMMANDS: dict[str, str] = {
     "plugins": "medprobe.commands.plugins:plugins",
     "models": "medprobe.commands.models:models",
+    "extract": "medprobe.commands.extract:extract",
+    "cache": "medprobe.commands.cache:cache",
 }
 
 

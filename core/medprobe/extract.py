@@ -1,0 +1,234 @@
+"""Feature extraction: dataset -> model -> pooled features of every selected layer -> run directory.
+
+::
+
+    from medprobe.extract import extract
+    run = extract("lingshu-7b", "synthetic:lesions", out="runs/", tiny=True,
+                  layers="vision.*,connector,llm.*", readouts=("image-mean", "last-token"))
+    run.features("llm.03", "image-mean")     # (N, D) float32 memmap
+
+One forward pass per batch captures every selected layer (:class:`medprobe.capture.Capture`).
+Rows are written in shards of whole batches; a killed extraction resumes from its last complete
+shard and ends bit-identical to an uninterrupted one (same batches, same order, deterministic
+ops). A second process on the same run waits on the run's file lock, then finds it complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .adapter import LoadedModel
+from .layermap import LayerSpec
+from .readouts import applicable, parse_readouts
+from .registry import MedprobeError
+from .store import FORMAT, Run, RunWriter, run_key
+from .runtime import git_hash, package_versions
+
+#: bump when the capture/readout code changes what a feature means
+FEATURE_VERSION = "1"
+#: rows per shard, in whole batches
+BATCHES_PER_SHARD = 8
+
+
+def _subset(samples: list[Any], limit: int | None, seed: int) -> list[Any]:
+    """A deterministic subset of ``limit`` samples, spread over the dataset (seeded hash order)."""
+    if limit is None or limit >= len(samples):
+        return list(samples)
+
+    def rank(s: Any) -> str:
+        return hashlib.sha256(f"{seed}:{s.id}".encode()).hexdigest()
+
+    keep = {s.id for s in sorted(samples, key=rank)[:limit]}
+    return [s for s in samples if s.id in keep]
+
+
+def preprocessing_fingerprint(loaded: LoadedModel) -> Any:
+    """What the preprocessing is, as JSON-able data (adapter-declared, else the image processor)."""
+    if "preprocessing" in loaded.extra:
+        return loaded.extra["preprocessing"]
+    proc = loaded.processor
+    image_proc = getattr(proc, "image_processor", proc)
+    to_dict = getattr(image_proc, "to_dict", None)
+    if callable(to_dict):
+        try:
+            return to_dict()
+        except Exception:  # pragma: no cover - exotic processors
+            pass
+    return {"processor": type(proc).__name__ if proc is not None else None, "image_size": loaded.extra.get("image_size")}
+
+
+def synthetic_reasons(loaded: LoadedModel, dataset: Any) -> list[str]:
+    reasons = []
+    if loaded.weights.startswith("tiny-random"):
+        reasons.append("tiny random model (--tiny)")
+    elif loaded.weights.startswith("random"):
+        reasons.append("random weights (--random-init)")
+    if getattr(dataset, "synthetic", False):
+        reasons.append(f"synthetic dataset ({dataset.spec})")
+    return reasons
+
+
+def extract(
+    model: str | LoadedModel,
+    dataset: str | Any,
+    out: str | Path = "runs",
+    *,
+    layers: str | Sequence[str] | None = None,
+    readouts: str | Sequence[str] | None = None,
+    batch_size: int = 8,
+    device: str = "auto",
+    dtype: str = "auto",
+    limit: int | None = None,
+    tiny: bool = False,
+    resume: bool = True,
+    seed: int = 0,
+    prompt: str | None = None,
+    progress: bool | None = None,
+    on_batch: Callable[[int], None] | None = None,
+    **load_options: Any,
+) -> Run:
+    """Extract features; returns the complete :class:`~medprobe.store.Run`.
+
+    Args:
+        model: a card id / ``family:NAME`` reference, or an already loaded model.
+        dataset: a dataset spec (``synthetic:lesions``, ``busi:/data/BUSI``) or a Dataset.
+        out: the folder that holds run directories (one subfolder per run key).
+        layers: layer patterns (``"vision.*,connector,llm.*"``); default all layers.
+        readouts: readout names; default ``image-mean,last-token``.
+        limit: extract a deterministic subset of this many samples (smoke runs).
+        tiny: use the card's seeded tiny random model (pipeline checks only).
+        prompt: the question for MLLMs; default lists the dataset's classes.
+        on_batch: called with the batch number after each batch (tests use it to interrupt).
+    """
+
+    from .capture import Capture, NonFiniteFeatures, CaptureError
+    from .datasets import open_dataset
+    from .prompts import classification_question
+    from .runtime import resolve_device, resolve_dtype, torch_dtype
+    from .zoo import get_adapter, load_model
+
+    if batch_size < 1:
+        raise MedprobeError("--batch-size must be at least 1")
+    ds = open_dataset(dataset) if isinstance(dataset, str) else dataset
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    if isinstance(model, LoadedModel):
+        loaded = model
+    else:
+        loaded = load_model(model, tiny=tiny, seed=seed, device=dev, dtype=dt, **load_options)
+    if tiny or loaded.weights.startswith("tiny-random"):
+        loaded.model.to(device=dev, dtype=torch_dtype(dt))
+    adapter = get_adapter(loaded.card.family)
+    selected: list[LayerSpec] = loaded.layer_map.select(layers)
+    wanted = parse_readouts(readouts)
+    per_layer = {s.id: applicable(s, wanted) for s in selected}
+    kinds = sorted({r for names in per_layer.values() for r in names})
+    samples = _subset(ds.samples, limit, seed)
+    if not samples:
+        raise MedprobeError(f"dataset '{ds.spec}' has no samples")
+    question = prompt if prompt is not None else classification_question(ds.classes)
+    is_mllm = loaded.card.kind == "mllm"
+
+    payload = {
+        "format": FORMAT,
+        "feature_version": FEATURE_VERSION,
+        "model": loaded.card.to_dict(),
+        "weights": loaded.weights,
+        "adapter": {"family": adapter.family, "version": adapter.version},
+        "dataset": {"spec": ds.spec, "fingerprint": ds.fingerprint(), "sample_ids": [s.id for s in samples]},
+        "layers": [s.id for s in selected],
+        "readouts": list(wanted),
+        "preprocessing": preprocessing_fingerprint(loaded),
+        "prompt": question if is_mllm else None,
+        "dtype": dt,
+    }
+    key = run_key(payload)
+    run_dir = Path(out) / f"{loaded.card.id.replace('/', '_').replace(':', '_')}__{ds.name}__{key[:12]}"
+    reasons = synthetic_reasons(loaded, ds)
+    manifest = {
+        "format": FORMAT,
+        "run_key": key,
+        "feature_version": FEATURE_VERSION,
+        "model": {
+            "card": loaded.card.to_dict(),
+            "weights": loaded.weights,
+            "adapter": adapter.family,
+            "adapter_version": adapter.version,
+            "revision": load_options.get("revision"),
+            "layer_map_resolved_against": loaded.layer_map.resolved_against,
+        },
+        "dataset": {
+            "spec": ds.spec,
+            "name": ds.name,
+            "classes": list(ds.classes),
+            "fingerprint": ds.fingerprint(),
+            "synthetic": bool(getattr(ds, "synthetic", False)),
+            "sample_ids": [s.id for s in samples],
+            "sample_ids_sha256": hashlib.sha256("\n".join(s.id for s in samples).encode()).hexdigest(),
+            "limit": limit,
+        },
+        "layers": [s.to_dict() for s in selected],
+        "readouts": list(wanted),
+        "readouts_per_layer": per_layer,
+        "preprocessing": payload["preprocessing"],
+        "prompt": payload["prompt"],
+        "dtype": dt,
+        "device": dev,
+        "batch_size": batch_size,
+        "seed": seed,
+        "synthetic": bool(reasons),
+        "synthetic_reasons": reasons,
+        "versions": package_versions(),
+        "git": git_hash(),
+    }
+
+    from filelock import FileLock
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(run_dir / ".lock")):
+        if resume:
+            try:
+                existing = Run.open(run_dir)
+                if existing.complete and existing.key == key:
+                    return existing
+            except MedprobeError:
+                pass
+        writer = RunWriter.create_or_resume(run_dir, manifest, resume=resume)
+        shard_rows = batch_size * BATCHES_PER_SHARD
+        buffer: dict[tuple[str, str], list[np.ndarray]] = {}
+        buffered = 0
+        start = writer.rows_done
+        from .progress import progress_bar
+
+        bar = progress_bar(total=len(samples), initial=start, desc=f"extract {loaded.card.id}", enabled=progress)
+        with Capture(loaded.model, selected, wanted, stop_early=True, model_name=loaded.card.id) as cap:
+            for batch_no, lo in enumerate(range(start, len(samples), batch_size)):
+                chunk = samples[lo : lo + batch_size]
+                images = [ds.load_image(s) for s in chunk]
+                batch = adapter.preprocess(loaded, images, question if is_mllm else None)
+                try:
+                    feats = cap.run(batch, lambda: adapter.forward(loaded, batch))
+                except NonFiniteFeatures as exc:
+                    where = "; ".join(
+                        f"{lid}/{ro}: samples {[chunk[i].id for i in rows]}" for (lid, ro), rows in exc.rows.items()
+                    )
+                    raise CaptureError(
+                        f"model '{loaded.card.id}' ({dt}): non-finite features in {where}; "
+                        f"rerun with --dtype bf16 or --dtype fp32 (completed shards are kept in {run_dir})"
+                    ) from None
+                for k, v in feats.items():
+                    buffer.setdefault(k, []).append(v.numpy())
+                buffered += len(chunk)
+                bar.update(len(chunk))
+                if buffered >= shard_rows or lo + batch_size >= len(samples):
+                    writer.write_shard({k: np.concatenate(v, axis=0) for k, v in buffer.items()})
+                    buffer, buffered = {}, 0
+                if on_batch is not None:
+                    on_batch(batch_no)
+        bar.close()
+        labels = np.array([s.label for s in samples], dtype=np.int64)
+        return writer.finalize(labels, [s.split for s in samples])

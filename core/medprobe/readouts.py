@@ -68,12 +68,13 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor, layer: LayerSpec, role: st
             f"layer '{layer.id}': token-role mask '{role}' has shape {tuple(mask.shape)} but the hook output is "
             f"{tuple(x.shape)}; the adapter's roles must cover the sequence the LLM receives"
         )
-    m = mask.to(device=x.device, dtype=torch.float32)
-    counts = m.sum(dim=1, keepdim=True)
+    m = mask.to(device=x.device, dtype=torch.bool)
+    counts = m.sum(dim=1, keepdim=True).to(torch.float32)
     if bool((counts == 0).any()):
         rows = (counts[:, 0] == 0).nonzero().flatten().tolist()
         raise ReadoutError(f"layer '{layer.id}': rows {rows} have no '{role}' positions")
-    summed = torch.bmm(m.unsqueeze(1), x.float()).squeeze(1)
+    # masked_fill (not a multiply) so NaN/Inf at unselected positions cannot leak into the mean
+    summed = x.float().masked_fill(~m.unsqueeze(-1), 0.0).sum(dim=1)
     return summed / counts
 
 

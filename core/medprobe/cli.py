@@ -17,8 +17,13 @@ import click
 BUILTIN_COMMANDS: dict[str, str] = {
     "plugins": "medprobe.commands.plugins:plugins",
     "models": "medprobe.commands.models:models",
+    "datasets": "medprobe.commands.datasets:datasets",
     "extract": "medprobe.commands.extract:extract",
     "cache": "medprobe.commands.cache:cache",
+    "probe": "medprobe.commands.analyze:probe",
+    "report": "medprobe.commands.analyze:report",
+    "compare": "medprobe.commands.analyze:compare",
+    "demo": "medprobe.commands.analyze:demo",
 }
 
 

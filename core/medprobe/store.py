@@ -239,6 +239,7 @@ class RunWriter:
         if path.exists():
             shutil.rmtree(path / "shards", ignore_errors=True)
             shutil.rmtree(path / "features", ignore_errors=True)
+            shutil.rmtree(path / "probes", ignore_errors=True)  # results of the features being replaced
             for name in (MANIFEST, "samples.safetensors"):
                 (path / name).unlink(missing_ok=True)
         path.mkdir(parents=True, exist_ok=True)

@@ -170,6 +170,8 @@ def extract(
             "sample_ids": [s.id for s in samples],
             "sample_ids_sha256": hashlib.sha256("\n".join(s.id for s in samples).encode()).hexdigest(),
             "limit": limit,
+            "skipped": [[b.id, b.reason] for b in getattr(ds, "skipped", [])],
+            "split_method": getattr(ds, "split_method", None),
         },
         "layers": [s.to_dict() for s in selected],
         "readouts": list(wanted),

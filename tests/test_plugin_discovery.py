@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 from click.testing import CliRunner
@@ -49,6 +50,7 @@ def register_models(register):
 @pytest.fixture
 def fake_eps(tmp_path, monkeypatch):
     """Three distributions: a good plugin, one that fails at import, one whose hook raises."""
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the fake distributions leave with the test
     eps = []
     eps += fake_distribution(tmp_path / "a", "mp-good", {"mp_good_plugin": GOOD}, {"good": "mp_good_plugin"})
     eps += fake_distribution(tmp_path / "b", "mp-broken", {"mp_broken_plugin": BROKEN_IMPORT}, {"broken": "mp_broken_plugin"})

@@ -19,11 +19,17 @@ BUILTIN_COMMANDS: dict[str, str] = {
     "models": "medprobe.commands.models:models",
     "datasets": "medprobe.commands.datasets:datasets",
     "extract": "medprobe.commands.extract:extract",
+    "classify": "medprobe.commands.classify:classify",
     "cache": "medprobe.commands.cache:cache",
     "probe": "medprobe.commands.analyze:probe",
     "report": "medprobe.commands.analyze:report",
     "compare": "medprobe.commands.analyze:compare",
     "demo": "medprobe.commands.analyze:demo",
+    "convert": "medprobe.commands.convert:convert",
+    "finetune": "medprobe.commands.finetune:finetune",
+    "train": "medprobe.commands.train:train",
+    "zeroshot": "medprobe.commands.zeroshot:zeroshot",
+    "grid": "medprobe.commands.grid:grid",
 }
 
 
@@ -40,7 +46,17 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module_name, _, attr = target.partition(":")
-        return getattr(importlib.import_module(module_name), attr)
+        try:
+            return getattr(importlib.import_module(module_name), attr)
+        except Exception as exc:  # a broken command module must not take the whole CLI down
+            message = f"command '{name}' is unavailable ({module_name}: {type(exc).__name__}: {exc})"
+
+            @click.command(name=name, help=message, context_settings={"ignore_unknown_options": True})
+            @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+            def unavailable(args: tuple[str, ...]) -> None:
+                raise click.ClickException(message)
+
+            return unavailable
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

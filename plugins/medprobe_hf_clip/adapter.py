@@ -20,6 +20,13 @@ class defaults; the map's notes say which) at width 32 and a 4x4 patch grid; the
 a one-layer stub. The image processor is built in-process.
 
 **Forward**: ``model.vision_model(pixel_values=...)`` only; the text tower never runs.
+
+**Encoders** (zero-shot classification, ``medprobe train``): :meth:`HFClipAdapter.encode_images`
+is ``get_image_features`` ((B, D): CLIP's projected embedding, SigLIP's pooled head output),
+differentiable; :meth:`HFClipAdapter.encode_texts` is ``get_text_features`` ((N, D)). Real
+checkpoints tokenize with their own tokenizer (``AutoTokenizer`` from the checkpoint; SigLIP pads
+to ``max_position_embeddings`` as it was trained, CLIP pads to the longest text); tiny models use
+the in-process :class:`~medprobe_hf_clip.tiny_text.HashedWordTokenizer`.
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ from medprobe.hf.loading import model_device, pretrained_source
 from medprobe.hf.tiny import seeded, tiny_resolved_against, tiny_weights
 from medprobe.layermap import LayerGroup, LayerMap
 from medprobe.runtime import torch_dtype
+
+from .tiny_text import HashedWordTokenizer
 
 
 def rgb_image(image: Any, model: str) -> Any:
@@ -203,7 +212,11 @@ class HFClipAdapter(ModelAdapter):
         model.eval()
         lmap = self.layer_map(card, model, model.config, resolved_against=f"{fam.model} ({label})")
         side = int(model.config.vision_config.image_size)
-        extra: dict[str, Any] = {"image_size": (side, side)}
+        extra: dict[str, Any] = {
+            "image_size": (side, side),
+            "pretrained_location": src.location,
+            "pretrained_kwargs": src.processor_kwargs(),
+        }
         if options:
             extra["ignored_options"] = sorted(options)
         return LoadedModel(
@@ -219,6 +232,52 @@ class HFClipAdapter(ModelAdapter):
         out = loaded.processor(images=[rgb_image(img, loaded.card.id) for img in images], return_tensors="pt")
         x = out["pixel_values"].to(device=loaded.device, dtype=torch_dtype(loaded.dtype))
         return Batch(inputs={"pixel_values": x}, size=len(images))
+
+    def encode_images(self, loaded: LoadedModel, batch: Batch) -> torch.Tensor:
+        """(B, D) image embeddings (``get_image_features``), with gradients when the caller
+        enables them."""
+        out = loaded.model.get_image_features(pixel_values=batch.inputs["pixel_values"])
+        return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+    def tokenizer(self, loaded: LoadedModel) -> Any:
+        """The text tokenizer (cached in ``loaded.extra["tokenizer"]``): the checkpoint's own
+        (``AutoTokenizer``), or a :class:`HashedWordTokenizer` for tiny models."""
+        tok = loaded.extra.get("tokenizer")
+        if tok is not None:
+            return tok
+        text_cfg = loaded.model.config.text_config
+        if loaded.weights.startswith("tiny-random"):
+            tok = HashedWordTokenizer(text_cfg.vocab_size, text_cfg.max_position_embeddings)
+        else:
+            location = loaded.extra.get("pretrained_location") or loaded.card.hub_id
+            try:
+                tok = transformers.AutoTokenizer.from_pretrained(location, **loaded.extra.get("pretrained_kwargs", {}))
+            except Exception as exc:
+                raise AdapterError(
+                    f"model '{loaded.card.id}': cannot load the tokenizer of '{location}': {type(exc).__name__}: {exc}. "
+                    "Offline? the tokenizer files must be in the checkpoint folder or the local cache"
+                ) from exc
+        loaded.extra["tokenizer"] = tok
+        return tok
+
+    def encode_texts(self, loaded: LoadedModel, texts: Sequence[str]) -> torch.Tensor:
+        """N texts -> (N, D) text embeddings (``get_text_features``)."""
+        if not texts:
+            raise AdapterError(f"model '{loaded.card.id}': encode_texts got no texts")
+        fam = self.kind(loaded.card)
+        tok = self.tokenizer(loaded)
+        siglip = fam.model == "SiglipModel"
+        if isinstance(tok, HashedWordTokenizer):
+            enc = tok(list(texts))
+        else:
+            longest = int(loaded.model.config.text_config.max_position_embeddings)
+            enc = tok(list(texts), padding="max_length" if siglip else True, truncation=True, max_length=longest,
+                      return_tensors="pt")
+        # SigLIP was trained without an attention mask (max-length padding); CLIP masks its padding
+        keys = ("input_ids",) if siglip else ("input_ids", "attention_mask")
+        inputs = {k: enc[k].to(loaded.device) for k in keys if k in enc}
+        out = loaded.model.get_text_features(**inputs)
+        return out if isinstance(out, torch.Tensor) else out.pooler_output
 
     def forward(self, loaded: LoadedModel, batch: Batch) -> None:
         """``model.vision_model(pixel_values=...)``: the vision blocks and the pooled head."""

@@ -56,7 +56,7 @@ PROJECTOR = ("model.mm_projector",)
 LLM_LAYERS = ("model.layers",)
 
 DEFAULT_IMAGE_SIZE = 448
-LOAD_OPTIONS = ("image_size", "attn_implementation")
+LOAD_OPTIONS = ("image_size", "attn_implementation", "max_memory")
 #: the image placeholder of the Hulu-Med processor (an added tokenizer token)
 IMAGE_TOKEN = "<image>"
 
@@ -145,6 +145,8 @@ class HuluMedAdapter(ModelAdapter):
         extra_kwargs = {}
         if options.get("attn_implementation"):
             extra_kwargs["attn_implementation"] = options["attn_implementation"]
+        if options.get("max_memory"):
+            extra_kwargs["max_memory"] = options["max_memory"]
         try:
             model = transformers.AutoModelForCausalLM.from_pretrained(
                 src.location, **src.model_kwargs(device_map, **extra_kwargs)

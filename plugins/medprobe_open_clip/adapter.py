@@ -25,6 +25,12 @@ Other towers (``ModifiedResNet`` of the RN50 CLIPs) are refused with an :class:`
 ``open_clip.CLIP(**config)`` with a tiny text tower: ``VisionTransformer`` keeps its depth
 (so layer ids match the real checkpoint) and patch size at width 64 (2 heads of 32) and a 4x4
 patch grid; ``TimmModel`` keeps its timm trunk architecture at 64 px (``set_input_size``).
+
+**Encoders** (zero-shot classification, ``medprobe train``): :meth:`OpenClipAdapter.encode_images`
+(the (B, embed_dim) image embedding, differentiable) and :meth:`OpenClipAdapter.encode_texts`
+((N, embed_dim) text embeddings). Texts are tokenized by open_clip's tokenizer for the model name
+(``open_clip.get_tokenizer``; ``hf-hub:`` names read theirs from the hub cache); tiny models use
+open_clip's offline ``SimpleTokenizer`` (CLIP BPE, shipped with open_clip) at the tiny context length.
 """
 
 from __future__ import annotations
@@ -73,7 +79,8 @@ KNOWN_HUB_CONFIGS: dict[str, dict[str, Any]] = {
         "text_cfg": {"context_length": 256},
     },
 }
-TINY_TEXT_CFG = {"context_length": 16, "vocab_size": 1000, "width": 32, "heads": 2, "layers": 1}
+#: tiny text tower: CLIP's BPE vocabulary (49408 ids, so open_clip's offline SimpleTokenizer fits) at width 32
+TINY_TEXT_CFG = {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}
 TINY_WIDTH, TINY_HEAD_WIDTH, TINY_GRID, TINY_TIMM_SIZE = 64, 32, 4, 64
 PRECISION = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 _MAX_PREFIX = 16
@@ -318,9 +325,13 @@ class OpenClipAdapter(ModelAdapter):
         dtype_name = resolve_dtype(dtype, device)
         common = dict(precision=PRECISION[dtype_name], device=device, force_quick_gelu=quick, force_image_size=image_size)
         extra: dict[str, Any] = {"ignored_options": sorted(options)} if options else {}
+        extra["tokenizer_name"] = name
         try:
             if weights is not None:
-                model, label = self._from_local(name, schema, Path(weights).expanduser(), common)
+                local = Path(weights).expanduser()
+                model, label = self._from_local(name, schema, local, common)
+                if local.is_dir() and (local / "open_clip_config.json").is_file():
+                    extra["tokenizer_name"] = f"local-dir:{local.resolve()}"
             elif random_init:
                 with seeded(seed):
                     model = open_clip.create_model(name, pretrained=None, load_weights=False, pretrained_text=False, **common)
@@ -388,6 +399,41 @@ class OpenClipAdapter(ModelAdapter):
         x = torch.stack([loaded.processor(rgb_image(img, loaded.card.id)) for img in images])
         x = x.to(device=loaded.device, dtype=torch_dtype(loaded.dtype))
         return Batch(inputs={"pixel_values": x}, size=len(images))
+
+    def encode_images(self, loaded: LoadedModel, batch: Batch) -> torch.Tensor:
+        """The (B, embed_dim) image embedding (``model.encode_image``, not normalised), with
+        gradients when the caller enables them."""
+        return loaded.model.encode_image(batch.inputs["pixel_values"])
+
+    def tokenizer(self, loaded: LoadedModel) -> Any:
+        """The model's text tokenizer (cached in ``loaded.extra["tokenizer"]``): open_clip's
+        ``SimpleTokenizer`` at the tiny context length for tiny models, else
+        ``open_clip.get_tokenizer(model name)``."""
+        tok = loaded.extra.get("tokenizer")
+        if tok is not None:
+            return tok
+        if loaded.weights.startswith("tiny-random"):
+            from open_clip.tokenizer import SimpleTokenizer
+
+            tok = SimpleTokenizer(context_length=int(loaded.model.context_length))
+        else:
+            name = loaded.extra.get("tokenizer_name") or self.model_name(loaded.card)
+            try:
+                tok = open_clip.get_tokenizer(name)
+            except Exception as exc:
+                raise AdapterError(
+                    f"model '{loaded.card.id}': cannot build the open_clip tokenizer of '{name}': "
+                    f"{type(exc).__name__}: {exc}. Offline? the tokenizer files must be in the local cache"
+                ) from exc
+        loaded.extra["tokenizer"] = tok
+        return tok
+
+    def encode_texts(self, loaded: LoadedModel, texts: Sequence[str]) -> torch.Tensor:
+        """N texts -> (N, embed_dim) text embeddings (``model.encode_text``, not normalised)."""
+        if not texts:
+            raise AdapterError(f"model '{loaded.card.id}': encode_texts got no texts")
+        tokens = self.tokenizer(loaded)(list(texts)).to(loaded.device)
+        return loaded.model.encode_text(tokens)
 
     def forward(self, loaded: LoadedModel, batch: Batch) -> None:
         """``model.visual(pixel_values)``: every block hook fires, then the embedding (``visual``)."""

@@ -17,6 +17,7 @@ back to ``architecture``) and ``settings.image_size`` (square input side; defaul
   random model.
 * **Forward**: ``forward_features`` then, when the map has a ``head``, ``forward_head(...,
   pre_logits=True)``; the classifier never runs (the model has none: ``num_classes=0``).
+* **encode_images**: the same pooled (B, D) vector with gradients (for ``medprobe train``).
 """
 
 from __future__ import annotations
@@ -302,6 +303,12 @@ class TimmAdapter(ModelAdapter):
         x = torch.stack([loaded.processor(rgb_image(img, loaded.card.id)) for img in images])
         x = x.to(device=loaded.device, dtype=torch_dtype(loaded.dtype))
         return Batch(inputs={"pixel_values": x}, size=len(images))
+
+    def encode_images(self, loaded: LoadedModel, batch: Batch) -> torch.Tensor:
+        """The pooled pre-logits vector (B, D) of ``batch`` (``forward_head(pre_logits=True)``),
+        differentiable: training (``medprobe train``) calls it with gradients enabled."""
+        model = loaded.model
+        return model.forward_head(model.forward_features(batch.inputs["pixel_values"]), pre_logits=True)
 
     def forward(self, loaded: LoadedModel, batch: Batch) -> None:
         """``forward_features`` (every stage/block hook fires) and, when the map has a head,

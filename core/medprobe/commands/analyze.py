@@ -7,7 +7,9 @@ import click
 PROBE_CHOICES = click.Choice(["linear", "mlp", "all"])
 
 
-def _print_report_summary(report: dict, out: str | None) -> None:
+def _print_report_summary(rep, out: str | None) -> None:
+    """Print the FHS profiles of a :class:`medprobe.reporting.Report` (or its dict)."""
+    report = rep.data if hasattr(rep, "data") else rep
     if report.get("synthetic"):
         click.echo(f"NOTE: {report.get('banner', 'synthetic inputs')}")
     primary = report.get("primary_probe")
@@ -28,7 +30,7 @@ def _print_report_summary(report: dict, out: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def probe(run, probe, seed, no_controls, force, as_json):
     """Probe every captured layer of RUN (all layers trained together, batched)."""
-    from ..pipeline import probe_dir, probe_run
+    from ..pipeline import probe_dir, probe_run  # probe_run is the API's medprobe.probe
     from ..store import Run
     from .output import echo_json, echo_table
 
@@ -61,9 +63,9 @@ def probe(run, probe, seed, no_controls, force, as_json):
 @click.option("--seed", default=0, show_default=True, type=int)
 def report(runs, out, baseline, probe, seed):
     """Side-by-side report from existing run directories (probing them first when needed)."""
-    from ..pipeline import report_runs
+    from ..api import report as make_report
 
-    _print_report_summary(report_runs(list(runs), out, baseline=baseline, probes=probe, seed=seed), out)
+    _print_report_summary(make_report(list(runs), out, baseline=baseline, probe=probe, seed=seed), out)
 
 
 @click.command()
@@ -81,10 +83,9 @@ def report(runs, out, baseline, probe, seed):
 @click.option("--seed", default=0, show_default=True, type=int)
 def compare(models, dataset, out, tiny, probe, layers, readouts, batch_size, limit, device, dtype, seed):
     """Extract + probe + score + report several models on one dataset."""
-    from ..pipeline import compare as run_compare
+    from ..api import compare as run_compare
 
-    refs = [m.strip() for m in models.split(",") if m.strip()]
-    rep = run_compare(refs, dataset, out, tiny=tiny, probes=probe, layers=layers, readouts=readouts,
+    rep = run_compare(models, dataset, out, tiny=tiny, probe=probe, layers=layers, readouts=readouts,
                       batch_size=batch_size, limit=limit, device=device, dtype=dtype, seed=seed)
     _print_report_summary(rep, out)
 
@@ -92,9 +93,13 @@ def compare(models, dataset, out, tiny, probe, layers, readouts, batch_size, lim
 @click.command()
 @click.option("--out", default="demo-out", show_default=True, type=click.Path(file_okay=False))
 @click.option("--probe", "probe", type=PROBE_CHOICES, default="linear", show_default=True)
-def demo(out, probe):
+@click.option("--dataset", "-d", default=None, help="A synthetic dataset spec instead of the embedded default "
+              "(e.g. 'synthetic:lesions?n=60&size=48' for a quicker run).")
+def demo(out, probe, dataset):
     """Run the whole pipeline offline on the embedded synthetic dataset with tiny random models."""
-    from ..pipeline import DEMO_DATASET, DEMO_MODELS, demo as run_demo
+    from ..api import demo as run_demo
+    from ..pipeline import DEMO_DATASET, DEMO_MODELS
 
-    click.echo(f"demo: {', '.join(DEMO_MODELS)} (tiny random) on {DEMO_DATASET} - a pipeline check, not a medical finding")
-    _print_report_summary(run_demo(out, probes=probe), out)
+    click.echo(f"demo: {', '.join(DEMO_MODELS)} (tiny random) on {dataset or DEMO_DATASET} - a pipeline check, "
+               "not a medical finding")
+    _print_report_summary(run_demo(out, probe=probe, dataset=dataset), out)

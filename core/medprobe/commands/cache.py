@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
-from pathlib import Path
 
 import click
 
 from .output import echo_json, echo_table
 
 DEFAULT_ROOT = os.environ.get("MEDPROBE_CACHE_DIR", "runs")
-
-
-def _size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 @click.group()
@@ -27,20 +21,20 @@ def cache() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def ls(root: str, as_json: bool) -> None:
     """List runs under ROOT."""
-    from ..store import list_runs
+    from ..api import list_runs, run_info
 
-    runs = list_runs(root)
+    infos = [run_info(r) for r in list_runs(root)]
     rows = [
         {
-            "run": r.path.name,
-            "model": r.model_id,
-            "dataset": r.manifest["dataset"]["spec"],
-            "status": r.manifest["status"],
-            "rows": f"{r.manifest.get('rows_done', 0)}/{len(r.sample_ids)}",
-            "synthetic": r.manifest.get("synthetic", False),
-            "bytes": _size(r.path),
+            "run": os.path.basename(i.run),
+            "model": i.model,
+            "dataset": i.dataset,
+            "status": i.status,
+            "rows": f"{i.rows_done or 0}/{i.samples}",
+            "synthetic": i.synthetic,
+            "bytes": i.bytes,
         }
-        for r in runs
+        for i in infos
     ]
     if as_json:
         echo_json(rows)
@@ -53,29 +47,9 @@ def ls(root: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def info(run: str, as_json: bool) -> None:
     """Show a run's manifest summary."""
-    from ..store import Run
+    from ..api import run_info
 
-    r = Run.open(run)
-    m = r.manifest
-    data = {
-        "run": str(r.path),
-        "run_key": m["run_key"],
-        "status": m["status"],
-        "model": r.model_id,
-        "weights": m["model"]["weights"],
-        "dataset": m["dataset"]["spec"],
-        "classes": m["dataset"]["classes"],
-        "samples": len(r.sample_ids),
-        "rows_done": m.get("rows_done"),
-        "layers": [l["id"] for l in m["layers"]],
-        "readouts": m["readouts"],
-        "dtype": m["dtype"],
-        "device": m["device"],
-        "batch_size": m["batch_size"],
-        "versions": m["versions"],
-        "git": m.get("git"),
-        "synthetic_reasons": m.get("synthetic_reasons", []),
-    }
+    data = run_info(run).to_dict()
     if as_json:
         echo_json(data)
         return
@@ -87,9 +61,9 @@ def info(run: str, as_json: bool) -> None:
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 def verify(run: str) -> None:
     """Recompute every checksum of RUN; exit 1 when anything is missing or changed."""
-    from ..store import Run
+    from ..api import verify_run
 
-    problems = Run.open(run).verify()
+    problems = verify_run(run)
     if problems:
         for p in problems:
             click.echo(p, err=True)
@@ -102,11 +76,10 @@ def verify(run: str) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask.")
 def rm(runs: tuple[str, ...], yes: bool) -> None:
     """Delete run directories (only folders that hold a medprobe manifest)."""
-    from ..store import Run
+    from ..api import open_run, remove_run
 
     for run in runs:
-        r = Run.open(run)  # refuses folders that are not runs
+        r = open_run(run)  # refuses folders that are not runs
         if not yes and not click.confirm(f"delete {r.path}?"):
             continue
-        shutil.rmtree(r.path)
-        click.echo(f"removed {r.path}")
+        click.echo(f"removed {remove_run(r)}")

@@ -20,13 +20,13 @@ def datasets() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_(as_json: bool) -> None:
     """List dataset loader schemes (SPEC = SCHEME:LOCATION?option=value)."""
-    from ..datasets import list_loaders
+    from ..api import list_datasets
 
-    loaders = list_loaders()
+    loaders = list_datasets()
     if as_json:
-        echo_json(loaders)
+        echo_json([d.to_dict() for d in loaders])
         return
-    echo_table(["scheme", "description", "registered by"], [[d["scheme"], d["description"], d["plugin"]] for d in loaders])
+    echo_table(["scheme", "description", "registered by"], [[d.scheme, d.description, d.plugin] for d in loaders])
 
 
 def _histogram(counts: dict[str, int]) -> str:
@@ -108,7 +108,7 @@ def show(spec: str, as_json: bool, dedup: bool | None, skip_bad: bool | None, se
     SPEC examples: synthetic:lesions, digits, imagefolder:PATH, csv:PATH.csv, medmnist:PATH.npz,
     busi:PATH, chest-xray:PATH, covid-ct:PATH (options: SPEC?key=value&key=value).
     """
-    from ..datasets import open_dataset
+    from ..api import dataset
 
     kwargs: dict[str, Any] = {}
     if dedup:
@@ -119,7 +119,7 @@ def show(spec: str, as_json: bool, dedup: bool | None, skip_bad: bool | None, se
         kwargs["seed"] = seed
     if limit is not None:
         kwargs["limit"] = limit
-    ds = open_dataset(spec, **kwargs)
+    ds = dataset(spec, **kwargs)
     info = ds.info()
     if as_json:
         info["split_ids"] = ds.split_ids()

@@ -24,12 +24,24 @@ import click
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub (e.g. Hulu-Med).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@click.option("--device-map", default=None, help="Spread a large model over the GPUs (accelerate), e.g. 'auto'.")
+@click.option("--max-memory", "max_memory", multiple=True, metavar="DEVICE=SIZE",
+              help="Memory limit per device with --device-map, e.g. 0=70GiB 1=70GiB cpu=200GiB (repeatable).")
+@click.option("--world-size", default=None, type=int,
+              help="Data-parallel extraction over N processes (default: WORLD_SIZE from torchrun / accelerate).")
+@click.option("--rank", default=None, type=int, help="This process's rank 0..N-1 (default: RANK from the environment).")
+@click.option("--adapter", "adapter_dir", default=None, type=click.Path(exists=True, file_okay=False),
+              help="peft LoRA adapter directory to apply (e.g. from `medprobe finetune`); part of the run key.")
+@click.option("--merge-adapter", is_flag=True, help="Merge the --adapter weights into the model instead of wrapping layers.")
 def extract(model, dataset, out, layers, readouts, batch_size, device, dtype, limit, tiny, resume, source, revision,
-            weights, random_init, trust_remote_code, seed, as_json):
+            weights, random_init, trust_remote_code, seed, as_json, device_map, max_memory, world_size, rank,
+            adapter_dir, merge_adapter):
     """Extract pooled features of every selected layer (one forward pass per batch)."""
     from ..extract import extract as run_extract
     from .output import echo_json
 
+    if merge_adapter and adapter_dir is None:
+        raise click.UsageError("--merge-adapter needs --adapter DIR")
     options = {}
     for name, value in (("source", source), ("revision", revision), ("weights", weights)):
         if value is not None:
@@ -38,8 +50,25 @@ def extract(model, dataset, out, layers, readouts, batch_size, device, dtype, li
         options["random_init"] = True
     if trust_remote_code:
         options["trust_remote_code"] = True
+    if device_map is not None:
+        options["device_map"] = device_map
+    if max_memory:
+        from ..grid.resources import parse_max_memory
+
+        options["max_memory"] = parse_max_memory(max_memory)
+    if world_size is None and rank is None:
+        from ..distributed import env_world
+
+        world_size, rank = env_world() or (None, None)
+    elif world_size is not None and rank is None:
+        raise click.UsageError("--world-size needs --rank")
     run = run_extract(model, dataset, out, layers=layers, readouts=readouts, batch_size=batch_size, device=device,
-                      dtype=dtype, limit=limit, tiny=tiny, resume=resume, seed=seed, **options)
+                      dtype=dtype, limit=limit, tiny=tiny, resume=resume, seed=seed, world_size=world_size, rank=rank,
+                      adapter=adapter_dir, merge_adapter=merge_adapter, **options)
+    if not run.complete:
+        click.echo(f"rank {rank}/{world_size}: batches written under {run.path / 'ranks'}; the run completes when the "
+                   "last rank finishes")
+        return
     summary = {
         "run": str(run.path),
         "model": run.model_id,

@@ -19,10 +19,10 @@ def models() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def list_(pattern: str | None, kind: str | None, family: str | None, as_json: bool) -> None:
     """List cards; PATTERN is a wildcard on id, title, alias or hub id (e.g. 'medgemma*')."""
+    from ..api import list_models
     from ..plugins import get_plugins
-    from ..zoo import list_cards
 
-    cards = list_cards(kind=kind, family=family, pattern=pattern)
+    cards = list_models(kind=kind, family=family, pattern=pattern)
     if as_json:
         echo_json([c.to_dict() for c in cards])
         return
@@ -40,8 +40,8 @@ def list_(pattern: str | None, kind: str | None, family: str | None, as_json: bo
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def show(model: str, as_json: bool) -> None:
     """Show the card of MODEL (id, alias or family:NAME)."""
+    from ..api import get_card
     from ..plugins import get_plugins
-    from ..zoo import get_card
 
     card = get_card(model)
     entry = get_plugins().models._entries.get(card.id)
@@ -76,12 +76,13 @@ def layers(model: str, tiny: bool, select: str | None, as_json: bool) -> None:
     With --tiny the map is resolved on a tiny random model of the same architecture class built
     offline; remote-code families are validated against their recorded module listing.
     """
-    from ..zoo import get_adapter, get_card, resolve_layers
+    from ..api import get_card, layer_map
+    from ..zoo import get_adapter
 
     card = get_card(model)
     if not tiny and not get_adapter(card.family).needs_remote_code:
         raise click.UsageError("resolving on real weights needs a download; pass --tiny to resolve offline")
-    card, lmap = resolve_layers(model, tiny=True)
+    lmap = layer_map(model, tiny=True)
     chosen = lmap.select(select)
     if as_json:
         data = lmap.to_dict()

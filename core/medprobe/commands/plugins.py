@@ -12,22 +12,17 @@ from .output import echo_json, echo_table
 @click.option("--errors", "errors_only", is_flag=True, help="Show only plugins that failed.")
 def plugins(as_json: bool, errors_only: bool) -> None:
     """List plugins: name, distribution, version, hooks, load error if any."""
-    from ..plugins import get_plugins
+    from ..api import list_plugins
 
-    state = get_plugins()
-    infos = [p for p in state.plugins if p.error or not errors_only]
+    listing = list_plugins(errors_only=errors_only)
+    infos = listing.plugins
     if as_json:
-        echo_json(
-            {
-                "plugins": [p.to_dict() for p in infos],
-                "errors": [e.to_dict() for e in state.errors],
-            }
-        )
+        echo_json(listing.to_dict())
         return
     echo_table(
         ["name", "distribution", "version", "hooks", "error"],
         [[p.name, p.distribution, p.version, ",".join(h.replace("register_", "") for h in p.hooks), p.error or ""] for p in infos],
     )
-    for err in state.errors:
+    for err in listing.errors:
         if err.stage == "duplicate":
             click.echo(f"error: {err}", err=True)

@@ -34,7 +34,7 @@ from .roles import token_roles
 from .tiny import seeded, tiny_resolved_against, tiny_weights
 
 #: ``load(**options)`` keys every stock family accepts
-COMMON_OPTIONS = ("attn_implementation",)
+COMMON_OPTIONS = ("attn_implementation", "max_memory")
 
 
 class StockMLLMAdapter(ModelAdapter):

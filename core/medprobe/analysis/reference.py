@@ -1,0 +1,233 @@
+"""Per-layer reference implementations of the two probes (a plain Python loop over layers).
+
+They define what the batched probes must reproduce, and they are what the benchmark compares
+against:
+
+``reference_linear``  scikit-learn: ``StandardScaler`` fit on train, ``LogisticRegression``
+                      (lbfgs, L2) for every C of the coarse grid then the fine grid, the same
+                      selection rule (val accuracy, ties -> lowest val log-loss), refit of scaler and
+                      model on train+val, test scored once.
+``reference_mlp``     one ``torch.nn.Sequential`` per layer (Linear -> ReLU -> Dropout -> Linear),
+                      ``torch.optim.AdamW`` (fused kernel, as the batched probe) with a linear-warmup
+                      cosine ``LambdaLR``, mini-batches of 4, the epoch with the best val accuracy
+                      (ties -> lowest val loss) kept, test scored once. Initial weights and the
+                      sample order are the batched probe's (``mlp.init_heads``), so with
+                      ``dropout=0`` both give the same numbers up to float rounding.
+
+Both take the inputs of :func:`~.probes.probe_layers`. With ``controls=True`` they also run the
+control task and ``n_permutations`` permutation fits, one model per label set, built by the same
+:mod:`.controls` functions (so the work equals the batched probe's): the control task gets its own
+selection; ``linear`` permutations are refitted at the real task's C, ``mlp`` permutations pick
+their epoch on shuffled val labels. They return ``{key: {"accuracy": float, "proba": (n_test, K),
+"hyper": {...}, "control_accuracy": float | None, "null": [accuracies] | None}}`` with test rows in
+original order.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from . import controls as _controls
+from .linear import DEFAULT_COARSE_GRID, DEFAULT_FINE_STEPS
+
+
+def _split_indices(splits: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    sp = np.asarray(splits).astype(str)
+    return np.flatnonzero(sp == "train"), np.flatnonzero(sp == "val"), np.flatnonzero(sp == "test")
+
+
+def _label_sets(y: np.ndarray, splits: Any, K: int, controls: bool, n_permutations: int, groups: Any, seed: int):
+    """(control labels or None, (R, N) permutation label sets)."""
+    if not controls:
+        return None, np.zeros((0, y.size), dtype=np.int64)
+    sp = np.asarray(splits).astype(str)
+    control = _controls.control_labels(y, sp, K, groups=groups, seed=seed)
+    perms = _controls.permuted_labels(y, sp, n_permutations, seed=seed) if n_permutations else np.zeros((0, y.size), np.int64)
+    return control, perms
+
+
+def _full_proba(model: Any, Z: np.ndarray, K: int) -> np.ndarray:
+    """predict_proba mapped onto all K classes (classes unseen in training get probability 0)."""
+    p = model.predict_proba(Z)
+    out = np.zeros((Z.shape[0], K))
+    out[:, model.classes_.astype(int)] = p
+    return out
+
+
+def _val_scores(model: Any, Z: np.ndarray, y: np.ndarray, K: int) -> tuple[float, float]:
+    p = _full_proba(model, Z, K)
+    acc = float(np.mean(p.argmax(1) == y))
+    loss = float(-np.mean(np.log(np.clip(p[np.arange(y.size), y], 1e-300, None))))
+    return acc, loss
+
+
+def reference_linear(
+    features: Mapping[str, Any],
+    labels: Any,
+    splits: Any,
+    *,
+    n_classes: int | None = None,
+    coarse_grid: Sequence[float] = DEFAULT_COARSE_GRID,
+    fine_steps: Sequence[float] = DEFAULT_FINE_STEPS,
+    max_iter: int = 1000,
+    tol: float = 1e-4,
+    controls: bool = False,
+    n_permutations: int = 0,
+    groups: Any = None,
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
+    """scikit-learn per-layer linear probe (see the module docstring)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    y = np.asarray(labels, dtype=np.int64)
+    K = int(n_classes) if n_classes is not None else int(y.max()) + 1
+    tr, va, te = _split_indices(splits)
+    fit = np.concatenate([tr, va])
+    control, perms = _label_sets(y, splits, K, controls, n_permutations, groups, seed)
+    out: dict[str, dict[str, Any]] = {}
+    for key in features:
+        X = np.asarray(features[key], dtype=np.float32)
+        sc = StandardScaler().fit(X[tr])
+        Ztr, Zva = sc.transform(X[tr]), sc.transform(X[va])
+        sc2 = StandardScaler().fit(X[fit])
+        Zfit, Zte = sc2.transform(X[fit]), sc2.transform(X[te])
+
+        def select(target: np.ndarray) -> tuple[float, float, float]:
+            """(C, val accuracy, val log-loss) chosen coarse -> fine for labels ``target``."""
+
+            def score(C: float) -> tuple[float, float, float]:
+                m = LogisticRegression(C=C, max_iter=max_iter, tol=tol).fit(Ztr, target[tr])
+                return (C, *_val_scores(m, Zva, target[va], K))
+
+            def best_of(cands: list[tuple[float, float, float]]) -> tuple[float, float, float]:
+                top = max(a for _, a, _ in cands)
+                return min((c for c in cands if c[1] >= top - 1e-9), key=lambda c: c[2])
+
+            c_best = best_of([score(C) for C in coarse_grid])
+            return best_of([c_best] + [score(c_best[0] * 10.0**s) for s in fine_steps])
+
+        def refit(target: np.ndarray, C: float) -> tuple[np.ndarray, Any]:
+            model = LogisticRegression(C=C, max_iter=max_iter, tol=tol).fit(Zfit, target[fit])
+            return _full_proba(model, Zte, K), model
+
+        C_sel, val_acc, val_loss = select(y)
+        proba, model = refit(y, C_sel)
+        entry: dict[str, Any] = {
+            "accuracy": float(np.mean(proba.argmax(1) == y[te])),
+            "proba": proba,
+            "hyper": {"C": float(C_sel), "val_accuracy": val_acc, "val_log_loss": val_loss, "n_iter": int(model.n_iter_[0])},
+            "control_accuracy": None,
+            "null": None,
+        }
+        if control is not None:
+            c_proba, _ = refit(control, select(control)[0])
+            entry["control_accuracy"] = float(np.mean(c_proba.argmax(1) == control[te]))
+            entry["null"] = [float(np.mean(refit(p, C_sel)[0].argmax(1) == y[te])) for p in perms]
+        out[key] = entry
+    return out
+
+
+def reference_mlp(
+    features: Mapping[str, Any],
+    labels: Any,
+    splits: Any,
+    *,
+    n_classes: int | None = None,
+    seed: int = 0,
+    hidden: int = 256,
+    dropout: float = 0.1,
+    lr: float = 1e-4,
+    weight_decay: float = 0.01,
+    epochs: int = 20,
+    batch_size: int = 4,
+    warmup_ratio: float = 0.05,
+    standardize: bool = True,
+    controls: bool = False,
+    n_permutations: int = 0,
+    groups: Any = None,
+) -> dict[str, dict[str, Any]]:
+    """Per-layer torch MLP probe, the paper's recipe (see the module docstring)."""
+    import torch
+    from torch import nn
+
+    from .mlp import adamw, init_heads, lr_factor
+    from .probes import layer_seed
+
+    y = np.asarray(labels, dtype=np.int64)
+    K = int(n_classes) if n_classes is not None else int(y.max()) + 1
+    tr, va, te = _split_indices(splits)
+    control, perms = _label_sets(y, splits, K, controls, n_permutations, groups, seed)
+    steps_per_epoch = math.ceil(tr.size / batch_size)
+    total = epochs * steps_per_epoch
+    warmup = math.ceil(warmup_ratio * total)
+
+    n_sets = 1 + (1 + n_permutations if controls else 0)
+
+    def train(X: torch.Tensor, target: np.ndarray, init: tuple) -> tuple[np.ndarray, dict[str, Any]]:
+        """One MLP on (N, D) standardised X for labels ``target``: test probabilities, hyper."""
+        D = X.shape[1]
+        torch.manual_seed(seed)  # dropout masks
+        model = nn.Sequential(nn.Linear(D, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, K))
+        with torch.no_grad():  # the batched probe's initial draws for this (layer, label set)
+            w1, c1, w2, c2 = init
+            model[0].weight.copy_(w1.T)
+            model[0].bias.copy_(c1)
+            model[3].weight.copy_(w2.T)
+            model[3].bias.copy_(c2)
+        opt = adamw(list(model.parameters()), lr=lr, weight_decay=weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, warmup, total))
+        loss_fn = nn.CrossEntropyLoss()
+        rng = np.random.default_rng(seed)
+        Xtr, ytr = X[tr], torch.from_numpy(target[tr])
+        Xva, yva = X[va], torch.from_numpy(target[va])
+        best: tuple[float, float, int, Any] = (-1.0, math.inf, 0, None)
+        for epoch in range(epochs):
+            model.train()
+            perm = rng.permutation(tr.size)
+            for s in range(steps_per_epoch):
+                idx = torch.from_numpy(perm[s * batch_size : (s + 1) * batch_size])
+                loss = loss_fn(model(Xtr[idx]), ytr[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+            model.eval()
+            with torch.no_grad():
+                z = model(Xva)
+                acc = float((z.argmax(1) == yva).float().mean())
+                vloss = float(loss_fn(z, yva))
+            if acc > best[0] + 1e-9 or (acc >= best[0] - 1e-9 and vloss < best[1]):
+                best = (acc, vloss, epoch + 1, {k: v.clone() for k, v in model.state_dict().items()})
+        model.load_state_dict(best[3])
+        model.eval()
+        with torch.no_grad():
+            proba = torch.softmax(model(X[te]), dim=1).numpy()
+        return proba, {"epoch": best[2], "val_accuracy": best[0], "val_loss": best[1]}
+
+    out: dict[str, dict[str, Any]] = {}
+    for key in features:
+        X = torch.tensor(np.asarray(features[key], dtype=np.float32))
+        if standardize:
+            var, mean = torch.var_mean(X[tr], dim=0, correction=0)
+            std = torch.where(var.sqrt() > 0, var.sqrt(), torch.ones_like(var))
+            X = (X - mean) / std
+        inits = init_heads(torch.Generator().manual_seed(layer_seed(seed, key)), n_sets, X.shape[1], hidden, K)
+        head = lambda s: tuple(t[s] for t in inits)  # noqa: E731
+        proba, hyper = train(X, y, head(0))
+        entry: dict[str, Any] = {
+            "accuracy": float(np.mean(proba.argmax(1) == y[te])),
+            "proba": proba,
+            "hyper": hyper,
+            "control_accuracy": None,
+            "null": None,
+        }
+        if control is not None:
+            c_proba, _ = train(X, control, head(1))
+            entry["control_accuracy"] = float(np.mean(c_proba.argmax(1) == control[te]))
+            entry["null"] = [float(np.mean(train(X, p, head(2 + r))[0].argmax(1) == y[te])) for r, p in enumerate(perms)]
+        out[key] = entry
+    return out

@@ -1,0 +1,84 @@
+"""``medprobe classify``: ask an MLLM the closed-set question about every image (P_final)."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.option("--model", "-m", "model", required=True, help="MLLM card id or alias (baselines are refused).")
+@click.option("--dataset", "-d", "dataset", required=True, help="Dataset spec, e.g. synthetic:lesions or busi:PATH.")
+@click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False), help="Folder holding run directories.")
+@click.option("--mode", type=click.Choice(["generate", "score"]), default="generate", show_default=True,
+              help="generate: greedy answers, parsed; score: log-likelihood of each class answer (one prompt pass per image).")
+@click.option("--tiny", is_flag=True, help="Tiny random model of the card's class (offline pipeline check; not a finding).")
+@click.option("--batch-size", default=8, show_default=True, type=int)
+@click.option("--limit", default=None, type=int, help="Use a deterministic subset of N samples (the one extract uses).")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda:N")
+@click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "fp16", "fp32"]))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--question-template", "prompt_template", default=None,
+              help="Question with '{options}' where the class names go (default: medprobe's closed-set question).")
+@click.option("--max-new-tokens", default=32, show_default=True, type=int, help="generate: answer length limit.")
+@click.option("--score-norm", "score_normalization", type=click.Choice(["sum", "mean"]), default="sum", show_default=True,
+              help="score: rank classes by summed or per-token mean log-probability.")
+@click.option("--capture-last-token", is_flag=True,
+              help="Also store the final-input-token features of every LLM layer from the same pass (RUN/last-token).")
+@click.option("--resume/--no-resume", default=True, show_default=True, help="Reuse a finished run with the same key.")
+@click.option("--source", default=None, help="Hub id or local directory overriding the card's hub id.")
+@click.option("--revision", default=None, help="Hub revision (branch, tag or commit).")
+@click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub (e.g. Hulu-Med).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+def classify(model, dataset, out, mode, tiny, batch_size, limit, device, dtype, seed, prompt_template, max_new_tokens,
+             score_normalization, capture_last_token, resume, source, revision, trust_remote_code, as_json):
+    """Prompted classification: answers per sample, accuracy per split, P_final = test accuracy."""
+    from ..classify import classify as run_classify
+    from .output import echo_json, echo_table
+
+    options = {}
+    for name, value in (("source", source), ("revision", revision)):
+        if value is not None:
+            options[name] = value
+    if trust_remote_code:
+        options["trust_remote_code"] = True
+    run = run_classify(
+        model, dataset, out, mode=mode, tiny=tiny, batch_size=batch_size, limit=limit, device=device, dtype=dtype,
+        seed=seed, prompt_template=prompt_template, capture_last_token=capture_last_token,
+        max_new_tokens=max_new_tokens, score_normalization=score_normalization, resume=resume, **options,
+    )
+    rec = run.record
+    summary = {
+        "run": str(run.path),
+        "model": run.model_id,
+        "mode": run.mode,
+        "p_final": run.p_final,
+        "p_final_n": run.p_final_n,
+        "p_final_ci95": rec.get("p_final_ci95"),
+        "accuracy": {split: v["accuracy"] for split, v in rec["accuracy"].items()},
+        "unparsed": rec["unparsed"],
+        "methods": rec["accuracy"]["all"]["methods"],
+        "capture": str(run.path / rec["capture"]["path"]) if rec.get("capture") else None,
+        "warnings": rec.get("warnings", []),
+        "synthetic": rec["synthetic_reasons"],
+    }
+    if as_json:
+        echo_json(summary)
+        return
+    click.echo(f"run: {run.path}")
+    echo_table(
+        ["split", "n", "correct", "accuracy", "unparsed"],
+        [[split, v["n"], v["correct"], f"{v['accuracy']:.3f}" if v["accuracy"] is not None else "—", v["unparsed"]]
+         for split, v in rec["accuracy"].items()],
+    )
+    if run.p_final is not None:
+        lo, hi = rec["p_final_ci95"]
+        click.echo(f"P_final (test accuracy, {run.mode}): {run.p_final:.3f} [{lo:.3f}, {hi:.3f}] on {run.p_final_n} samples")
+    else:
+        click.echo("P_final: no test samples")
+    click.echo("parse methods: " + ", ".join(f"{k} {v}" for k, v in summary["methods"].items()))
+    if summary["capture"]:
+        click.echo(f"final-input-token features: {summary['capture']}")
+    for w in summary["warnings"]:
+        click.echo(f"warning: {w}")
+    if rec["synthetic"]:
+        click.echo(f"NOTE: {rec['banner']}: " + "; ".join(rec["synthetic_reasons"]))

@@ -38,7 +38,14 @@ class SyntheticFeatures(Mapping):
     """key -> (N, D) float32 generated on access from (seed, layer index)."""
 
     def __init__(self, n_layers: int, n: int, widths: list[int], labels: np.ndarray, n_classes: int, seed: int = 0):
-        self.n_layers, self.n, self.widths, self.labels, self.k, self.seed = n_layers, n, widths, labels, n_classes, seed
+        self.n_layers, self.n, self.widths, self.labels, self.k, self.seed = (
+            n_layers,
+            n,
+            widths,
+            labels,
+            n_classes,
+            seed,
+        )
         self.keys_ = [f"layer.{i:02d}/image-mean" for i in range(n_layers)]
 
     def strength(self, i: int) -> float:
@@ -104,16 +111,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--small", action="store_true", help="N = 1000, D 64-256 (about a minute on 2 cores)")
     ap.add_argument("--layers", type=int, default=60)
     ap.add_argument("--n", type=int, default=None, help="samples (default 5000, --small 1000)")
-    ap.add_argument("--widths", default=None, help="vision,connector,llm widths (default 1024,2048,4096; --small 64,128,256)")
+    ap.add_argument(
+        "--widths", default=None, help="vision,connector,llm widths (default 1024,2048,4096; --small 64,128,256)"
+    )
     ap.add_argument("--classes", type=int, default=3)
     ap.add_argument("--probes", default="linear,mlp")
-    ap.add_argument("--mlp-layers", type=int, default=None,
-                    help="run the per-layer MLP reference on the first layers only (time extrapolated; --small: 6)")
+    ap.add_argument(
+        "--mlp-layers",
+        type=int,
+        default=None,
+        help="run the per-layer MLP reference on the first layers only (time extrapolated; --small: 6)",
+    )
     ap.add_argument("--linear-layers", type=int, default=None, help="same for the scikit-learn reference")
-    ap.add_argument("--linear-permutations", type=int, default=20,
-                    help="also compare with controls on: control task + this many permutations (-1: skip)")
-    ap.add_argument("--mlp-permutations", type=int, default=-1,
-                    help="also compare the MLP with controls on (default -1: skip; slow on CPU)")
+    ap.add_argument(
+        "--linear-permutations",
+        type=int,
+        default=20,
+        help="also compare with controls on: control task + this many permutations (-1: skip)",
+    )
+    ap.add_argument(
+        "--mlp-permutations",
+        type=int,
+        default=-1,
+        help="also compare the MLP with controls on (default -1: skip; slow on CPU)",
+    )
     ap.add_argument("--mlp-epochs", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tmp", default=None, help="folder for the feature memmaps (default: a temporary folder)")
@@ -137,10 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     feats = materialize(synth, tmp.name)
     keys_all = list(feats)
     print(f"# features written to memmaps in {time.perf_counter() - t0:.1f} s (not timed below)")
-    print(f"# bench_probes: {args.layers} layers, N={n} (train/val/test {int(0.6*n)}/{int(0.2*n)}/{n-int(0.8*n)}), "
-          f"widths {widths}, K={args.classes}")
-    print(f"# python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-          f"numpy {np.__version__}, cpu count {os.cpu_count()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
+    print(
+        f"# bench_probes: {args.layers} layers, N={n} (train/val/test {int(0.6 * n)}/{int(0.2 * n)}/{n - int(0.8 * n)}), "
+        f"widths {widths}, K={args.classes}"
+    )
+    print(
+        f"# python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"numpy {np.__version__}, cpu count {os.cpu_count()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}"
+    )
     # warm-up: imports and one-time optimizer / solver set-up outside the timings
     small = Subset(feats, keys_all[:1])
     probe_layers(small, labels, splits, probe="linear", controls=False)
@@ -183,23 +208,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"batched   : {t_batched:8.1f} s wall, {c_batched:8.1f} s CPU for {len(keys_all)} layers")
         print(f"per-layer : {t_ref_all:8.1f} s wall, {c_ref_all:8.1f} s CPU for {len(keys_all)} layers{extrap}")
         print(f"speed-up  : {t_ref_all / t_batched:8.1f}x wall, {c_ref_all / c_batched:.1f}x CPU")
-        print(f"accuracy  : batched mean {acc_b:.4f}, per-layer mean {acc_r:.4f}; |difference| mean "
-              f"{100 * np.abs(diffs).mean():.2f} points, max {100 * np.abs(diffs).max():.2f} points (n_test={n - int(0.8 * n)})")
+        print(
+            f"accuracy  : batched mean {acc_b:.4f}, per-layer mean {acc_r:.4f}; |difference| mean "
+            f"{100 * np.abs(diffs).mean():.2f} points, max {100 * np.abs(diffs).max():.2f} points (n_test={n - int(0.8 * n)})"
+        )
         if controls:
             dc = np.array([res[k].control_accuracy - ref[k]["control_accuracy"] for k in keys])
             nb = np.mean([res[k].permutation_null["mean"] for k in keys]) if n_perm else float("nan")
             nr = np.mean([np.mean(ref[k]["null"]) for k in keys]) if n_perm else float("nan")
-            print(f"controls  : control accuracy |difference| mean {100 * np.abs(dc).mean():.2f} points; "
-                  f"permutation-null mean accuracy batched {nb:.4f}, per-layer {nr:.4f}")
+            print(
+                f"controls  : control accuracy |difference| mean {100 * np.abs(dc).mean():.2f} points; "
+                f"permutation-null mean accuracy batched {nb:.4f}, per-layer {nr:.4f}"
+            )
         if probe == "linear":
             cb = np.array([res[k].hyper["C"] for k in keys])
             cr = np.array([ref[k]["hyper"]["C"] for k in keys])
             step = np.abs(np.log10(cb) - np.log10(cr))
-            print(f"chosen C  : equal {np.mean(step < 1e-6):.0%}, within one fine step (10^0.25) {np.mean(step <= 0.25 + 1e-6):.0%}")
+            print(
+                f"chosen C  : equal {np.mean(step < 1e-6):.0%}, within one fine step (10^0.25) {np.mean(step <= 0.25 + 1e-6):.0%}"
+            )
         if probe == "mlp":
             eb = [res[k].hyper["epoch"] for k in keys]
             er = [ref[k]["hyper"]["epoch"] for k in keys]
-            print(f"epochs    : chosen epoch batched median {int(np.median(eb))}, per-layer median {int(np.median(er))}")
+            print(
+                f"epochs    : chosen epoch batched median {int(np.median(eb))}, per-layer median {int(np.median(er))}"
+            )
         sys.stdout.flush()
     return 0
 

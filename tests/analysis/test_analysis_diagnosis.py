@@ -4,11 +4,28 @@ from __future__ import annotations
 
 import pytest
 
-from medprobe.analysis.diagnosis import ABSENT, MODES, NOT_ASSESSED, PRESENT, BaselineRef, Thresholds, best_baseline, diagnose
+from medprobe.analysis.diagnosis import (
+    ABSENT,
+    MODES,
+    NOT_ASSESSED,
+    PRESENT,
+    BaselineRef,
+    Thresholds,
+    best_baseline,
+    diagnose,
+)
 
 
 def pt(id, stage, depth, acc, half=0.02, readout="image-mean", **kw):
-    return {"id": id, "stage": stage, "depth": depth, "readout": readout, "accuracy": acc, "ci95": [acc - half, acc + half], **kw}
+    return {
+        "id": id,
+        "stage": stage,
+        "depth": depth,
+        "readout": readout,
+        "accuracy": acc,
+        "ci95": [acc - half, acc + half],
+        **kw,
+    }
 
 
 def mllm(vision=(0.70, 0.80, 0.85), feed=None, connector=0.84, llm=(0.83, 0.84, 0.82), last_token=0.80):
@@ -108,6 +125,8 @@ def test_thresholds_are_parameters_and_documented():
 
 
 def test_best_baseline_picks_the_best_layer_over_models():
-    ref = best_baseline({"a": [pt("stage.0", "cnn", 0, 0.7)], "b": [pt("stage.0", "cnn", 0, 0.6), pt("stage.1", "cnn", 1, 0.9)]})
+    ref = best_baseline(
+        {"a": [pt("stage.0", "cnn", 0, 0.7)], "b": [pt("stage.0", "cnn", 0, 0.6), pt("stage.1", "cnn", 1, 0.9)]}
+    )
     assert (ref.model, ref.layer, ref.accuracy) == ("b", "stage.1", 0.9)
     assert best_baseline({}) is None

@@ -16,7 +16,12 @@ def test_registrations_resolve():
     assert {"linear", "mlp"} <= set(state.probes.names())
     assert "fhs" in state.metrics.names()
     assert {"json", "csv", "md", "html"} <= set(state.exporters.names())
-    for reg, name in [(state.probes, "linear"), (state.probes, "mlp"), (state.metrics, "fhs"), (state.exporters, "html")]:
+    for reg, name in [
+        (state.probes, "linear"),
+        (state.probes, "mlp"),
+        (state.metrics, "fhs"),
+        (state.exporters, "html"),
+    ]:
         entry = reg.entry(name)
         assert entry.origin.plugin == "analysis" and isinstance(entry.value, str) and entry.description
         assert callable(resolve_factory(entry.value))

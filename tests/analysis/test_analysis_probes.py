@@ -7,8 +7,8 @@ from collections.abc import Mapping
 
 import numpy as np
 import pytest
-from conftest import make_split, planted_features
 
+from conftest import make_split, planted_features
 from medprobe.analysis.probes import probe_layers
 from medprobe.analysis.reference import reference_linear, reference_mlp
 from medprobe.analysis.results import ProbeError, ProbeResults

@@ -8,8 +8,8 @@ import re
 
 import numpy as np
 import pytest
-from conftest import make_split, planted_features
 
+from conftest import make_split, planted_features
 from medprobe.analysis.exporters import write_report
 from medprobe.analysis.probes import probe_layers
 from medprobe.analysis.report import (
@@ -39,7 +39,15 @@ def mllm_entry(model="tiny-mllm", synthetic=True, p_final=0.6):
     for lid, stage, depth, acc in curve:
         layers.append({"id": lid, "stage": stage, "depth": depth, "used": True, "feeds_connector": lid == "vision.01",
                        "readout": "image-mean", "result": result(f"{lid}/image-mean", acc).to_dict()})  # fmt: skip
-    layers.append({"id": "llm.02", "stage": "llm", "depth": 1.0, "readout": "last-token", "result": result("llm.02/last-token", 0.75)})
+    layers.append(
+        {
+            "id": "llm.02",
+            "stage": "llm",
+            "depth": 1.0,
+            "readout": "last-token",
+            "result": result("llm.02/last-token", 0.75),
+        }
+    )
     return {"model": model, "title": "Tiny MLLM", "kind": "mllm", "category": "medical", "synthetic": synthetic,
             "synthetic_reasons": ["tiny random model", "synthetic dataset"] if synthetic else [],
             "layers": layers, "p_final": p_final, "p_final_n": 100, "manifest": {"run_key": "abc"}}  # fmt: skip
@@ -60,7 +68,17 @@ def test_report_contents_fhs_diagnosis_and_baseline():
     mllm, base = rep["models"]
     assert len(mllm["layers"]) == 7 and mllm["layers"][0]["module"] == "vision"
     row = mllm["layers"][0]
-    for field in ("accuracy", "ci95", "chance", "permutation_p", "selectivity", "balanced_accuracy", "macro_f1", "auroc", "depth"):
+    for field in (
+        "accuracy",
+        "ci95",
+        "chance",
+        "permutation_p",
+        "selectivity",
+        "balanced_accuracy",
+        "macro_f1",
+        "auroc",
+        "depth",
+    ):
         assert field in row
     assert mllm["fhs"]["linear"]["connector"]["score"] == pytest.approx(0.70)
     assert mllm["fhs"]["linear"]["profile"].startswith("FHS_V ")
@@ -122,7 +140,9 @@ def test_report_from_real_probe_results_with_two_probes(tmp_path):
     specs = [{"id": "vision.00", "stage": "vision", "depth": 0.0}, {"id": "connector", "stage": "connector", "depth": 0.5},
              {"id": "llm.00", "stage": "llm", "depth": 1.0}]  # fmt: skip
     raw = planted_features(y, [0.3, 0.5, 0.4, 0.6], [8, 8, 8, 8], rng)
-    feats = dict(zip(["vision.00/image-mean", "connector/image-mean", "llm.00/image-mean", "llm.00/last-token"], raw.values()))
+    feats = dict(
+        zip(["vision.00/image-mean", "connector/image-mean", "llm.00/image-mean", "llm.00/last-token"], raw.values())
+    )
     lin = probe_layers(feats, y, sp, probe="linear", n_permutations=3)
     mlp = probe_layers(feats, y, sp, probe="mlp", n_permutations=1, hidden=8, epochs=2)
     m = ModelInput.from_probe_results(model="m", kind="mllm", layers=specs, results=[lin, mlp], synthetic=True,
@@ -144,7 +164,9 @@ def test_bad_inputs_and_files(tmp_path):
     with pytest.raises(ReportError, match="kind 'llm'"):
         build_report([{**mllm_entry(), "kind": "llm"}])
     with pytest.raises(ReportError, match="layer 'x'.*stage 'encoder'"):
-        build_report([{**mllm_entry(), "layers": [{"id": "x", "stage": "encoder", "result": result("x/image-mean", 0.5)}]}])
+        build_report(
+            [{**mllm_entry(), "layers": [{"id": "x", "stage": "encoder", "result": result("x/image-mean", 0.5)}]}]
+        )
     (tmp_path / "report.json").write_text(json.dumps({"schema": REPORT_SCHEMA, "schema_version": 99}))
     with pytest.raises(ReportError, match="upgrade medprobe"):
         load_report(tmp_path)

@@ -81,7 +81,13 @@ class Verdict:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Verdict":
-        return cls(mode=d["mode"], verdict=d["verdict"], summary=d.get("summary", ""), evidence=dict(d.get("evidence") or {}), rule=d.get("rule", ""))
+        return cls(
+            mode=d["mode"],
+            verdict=d["verdict"],
+            summary=d.get("summary", ""),
+            evidence=dict(d.get("evidence") or {}),
+            rule=d.get("rule", ""),
+        )
 
 
 @dataclass
@@ -134,7 +140,9 @@ class BaselineRef:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "BaselineRef":
-        return cls(d["model"], d["layer"], d["readout"], float(d["accuracy"]), (float(d["ci95"][0]), float(d["ci95"][1])))
+        return cls(
+            d["model"], d["layer"], d["readout"], float(d["accuracy"]), (float(d["ci95"][0]), float(d["ci95"][1]))
+        )
 
 
 def best_baseline(baselines: Mapping[str, Iterable[Any]]) -> BaselineRef | None:
@@ -218,13 +226,13 @@ def _llm(points: list[Point], th: Thresholds) -> Verdict:
         "falls_from_peak": falls_from_peak,
         "thresholds": {"llm_drop": th.llm_drop, "llm_peak_drop": th.llm_peak_drop},
     }
-    summary = (
-        f"LLM image tokens: start {s.accuracy:.3f}, peak {peak.accuracy:.3f} at {peak.id}, end {e.accuracy:.3f}"
-    )
+    summary = f"LLM image tokens: start {s.accuracy:.3f}, peak {peak.accuracy:.3f} at {peak.id}, end {e.accuracy:.3f}"
     return Verdict("llm_comprehension", PRESENT if (ends_below_start or falls_from_peak) else ABSENT, summary, ev, rule)
 
 
-def _semantic(points: list[Point], p_final: float | None, p_final_ci: Sequence[float] | None, th: Thresholds) -> Verdict:
+def _semantic(
+    points: list[Point], p_final: float | None, p_final_ci: Sequence[float] | None, th: Thresholds
+) -> Verdict:
     rule = th.rules()["semantic_mapping"]
     last = sorted((p for p in points if p.stage == "llm" and p.readout == "last-token"), key=lambda p: p.depth)
     if not last:
@@ -232,11 +240,19 @@ def _semantic(points: list[Point], p_final: float | None, p_final_ci: Sequence[f
     t = last[-1]
     ev: dict[str, Any] = {"final_token_probe": _pt(t), "threshold": th.semantic_gap}
     if p_final is None:
-        return Verdict("semantic_mapping", NOT_ASSESSED, "P_final (accuracy of generated answers) not available", ev, rule)
+        return Verdict(
+            "semantic_mapping", NOT_ASSESSED, "P_final (accuracy of generated answers) not available", ev, rule
+        )
     diff = p_final - t.accuracy
     outside = p_final < t.ci95[0] or p_final > t.ci95[1]
     present = abs(diff) >= th.semantic_gap and outside
-    ev.update({"p_final": _r(p_final), "difference": _r(diff), "direction": "lower" if diff < 0 else "higher" if diff > 0 else "equal"})
+    ev.update(
+        {
+            "p_final": _r(p_final),
+            "difference": _r(diff),
+            "direction": "lower" if diff < 0 else "higher" if diff > 0 else "equal",
+        }
+    )
     if p_final_ci is not None:
         ev["p_final_ci95"] = [_r(p_final_ci[0]), _r(p_final_ci[1])]
     summary = f"P_final {p_final:.3f} vs final-token probe {t.key} {t.accuracy:.3f} ({diff:+.3f})"

@@ -136,7 +136,17 @@ def _summary_rows(report: Mapping[str, Any], probe: str) -> list[list[str]]:
     return rows
 
 
-SUMMARY_HEADER = ["model", "kind", "synthetic", "FHS_V", "FHS_C", "FHS_L", "P_final", "best layer (accuracy)", "profile"]
+SUMMARY_HEADER = [
+    "model",
+    "kind",
+    "synthetic",
+    "FHS_V",
+    "FHS_C",
+    "FHS_L",
+    "P_final",
+    "best layer (accuracy)",
+    "profile",
+]
 LAYER_HEADER = ["layer", "readout", "stage", "depth", "accuracy", "95% CI", "chance", "perm. p", "control", "selectivity",
                 "bal. acc.", "macro-F1", "AUROC", "chosen"]  # fmt: skip
 
@@ -197,7 +207,9 @@ def _layer_rows(model: Mapping[str, Any], probe: str) -> list[list[str]]:
         if r["probe"] != probe:
             continue
         ci = r.get("ci95") or [None, None]
-        layer = r["id"] + ("" if r["used"] else " (not passed on)") + (" (feeds connector)" if r["feeds_connector"] else "")
+        layer = (
+            r["id"] + ("" if r["used"] else " (not passed on)") + (" (feeds connector)" if r["feeds_connector"] else "")
+        )
         out.append(
             [
                 layer,
@@ -279,7 +291,12 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     if report.get("trained"):
         L += ["## Trained classifiers", "", TRAINED_NOTE, ""]
         L += _md_table(TRAINED_HEADER, _trained_rows(report)) + [""]
-    L += ["## Rules", "", f"FHS ({report['fhs_settings']['score_version']}, λ = {report['fhs_settings']['lambda']}):", ""]
+    L += [
+        "## Rules",
+        "",
+        f"FHS ({report['fhs_settings']['score_version']}, λ = {report['fhs_settings']['lambda']}):",
+        "",
+    ]
     L += [f"- {r}" for r in report["fhs_settings"]["rules"]] + ["", f"Diagnosis ({ds['version']}):", ""]
     L += [f"- `{mode}`: {rule}" for mode, rule in ds["rules"].items()] + [""]
     for probe in report["probes"]:
@@ -375,7 +392,11 @@ def render_html(report: Mapping[str, Any]) -> str:
                 if base
                 else "<p>No baseline in this report: visual_representation is not assessed.</p>"
             )
-            H.append('<table class="diagnosis"><thead><tr><th>model</th>' + "".join(f"<th>{_h(t)}</th>" for t in MODE_TITLES.values()) + "</tr></thead><tbody>")
+            H.append(
+                '<table class="diagnosis"><thead><tr><th>model</th>'
+                + "".join(f"<th>{_h(t)}</th>" for t in MODE_TITLES.values())
+                + "</tr></thead><tbody>"
+            )
             for m in mllms:
                 verdicts = {v["mode"]: v for v in m.get("diagnosis", {}).get(probe, [])}
                 cells = []
@@ -396,7 +417,9 @@ def render_html(report: Mapping[str, Any]) -> str:
         H.append(f"<p>{_h(TRAINED_NOTE)}</p>")
         H.append(_html_table(TRAINED_HEADER, _trained_rows(report), numeric_from=3))
     H.append("<h2>Rules</h2>")
-    H.append(f"<p>FHS {_h(report['fhs_settings']['score_version'])}, λ = {_h(report['fhs_settings']['lambda'])}:</p><ul>")
+    H.append(
+        f"<p>FHS {_h(report['fhs_settings']['score_version'])}, λ = {_h(report['fhs_settings']['lambda'])}:</p><ul>"
+    )
     H += [f"<li>{_h(r)}</li>" for r in report["fhs_settings"]["rules"]]
     H.append(f"</ul><p>Diagnosis {_h(ds['version'])}:</p><ul>")
     H += [f"<li><b>{_h(mode)}</b>: {_h(rule)}</li>" for mode, rule in ds["rules"].items()]
@@ -413,7 +436,9 @@ def render_html(report: Mapping[str, Any]) -> str:
             H.append("</details>")
     H.append("<h2>Run manifests</h2>")
     for m in report["models"]:
-        H.append(f"<details><summary>{_h(m['title'])}</summary><pre>{_h(json.dumps(m.get('manifest') or {}, indent=1))}</pre></details>")
+        H.append(
+            f"<details><summary>{_h(m['title'])}</summary><pre>{_h(json.dumps(m.get('manifest') or {}, indent=1))}</pre></details>"
+        )
     H.append("</body></html>")
     return "\n".join(H)
 

@@ -30,7 +30,14 @@ SCORE_VERSION = "fhs-1"
 DEFAULT_LAMBDA = 0.2
 FHS_READOUT = "image-mean"
 FHS_MODULES = ("vision", "connector", "llm")
-_MODULE_OF_STAGE = {"stem": "vision", "cnn": "vision", "vision": "vision", "connector": "connector", "llm": "llm", "head": "head"}
+_MODULE_OF_STAGE = {
+    "stem": "vision",
+    "cnn": "vision",
+    "vision": "vision",
+    "connector": "connector",
+    "llm": "llm",
+    "head": "head",
+}
 RULES = (
     "FHS_M = P_end * (1 + GF) * VP; GF = ln(P_end / sqrt(P_start * P_min)); "
     "VP = exp(-lambda * sum|P_{i+1} - P_i| / P_end)",
@@ -80,9 +87,13 @@ def module_fhs(
     if len(p) == 1:
         return ModuleFHS(score=end, growth=0.0, volatility_penalty=1.0, note="single layer: GF = 0, VP = 1", **base)
     if end == 0.0:
-        return ModuleFHS(score=0.0, growth=None, volatility_penalty=0.0, note="P_end = 0: FHS taken as its limit 0", **base)
+        return ModuleFHS(
+            score=0.0, growth=None, volatility_penalty=0.0, note="P_end = 0: FHS taken as its limit 0", **base
+        )
     if low == 0.0:
-        return ModuleFHS(score=None, note="undefined: a layer has accuracy 0, so GF = ln(P_end / 0) is infinite", **base)
+        return ModuleFHS(
+            score=None, note="undefined: a layer has accuracy 0, so GF = ln(P_end / 0) is infinite", **base
+        )
     gf = math.log(end / math.sqrt(start * low))
     vp = math.exp(-lam * tv / end)
     return ModuleFHS(score=end * (1.0 + gf) * vp, growth=gf, volatility_penalty=vp, **base)
@@ -112,7 +123,9 @@ class FHSProfile:
             if m.n_layers:
                 parts.append(f"{tag} {m.score:.3f}" if m.score is not None else f"{tag} undefined")
         if self.connector.n_layers or self.llm.n_layers:
-            parts.append(f"P_final {self.p_final:.3f}" if self.p_final is not None else "P_final n/a (no generated answers)")
+            parts.append(
+                f"P_final {self.p_final:.3f}" if self.p_final is not None else "P_final n/a (no generated answers)"
+            )
         return " -> ".join(parts) if parts else "no scorable layers"
 
     def to_dict(self) -> dict[str, Any]:
@@ -179,7 +192,12 @@ def fhs_profile(
         for m in FHS_MODULES
     }
     return FHSProfile(
-        vision=mods["vision"], connector=mods["connector"], llm=mods["llm"], p_final=p_final, p_final_n=p_final_n, lam=lam
+        vision=mods["vision"],
+        connector=mods["connector"],
+        llm=mods["llm"],
+        p_final=p_final,
+        p_final_n=p_final_n,
+        lam=lam,
     )
 
 

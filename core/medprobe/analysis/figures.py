@@ -21,7 +21,14 @@ from typing import Any, Mapping
 
 from matplotlib.figure import Figure
 
-STAGE_COLORS = {"stem": "#c7d7ea", "cnn": "#c7d7ea", "vision": "#c7d7ea", "connector": "#f6d7a7", "llm": "#cfe8cf", "head": "#e3d3ea"}
+STAGE_COLORS = {
+    "stem": "#c7d7ea",
+    "cnn": "#c7d7ea",
+    "vision": "#c7d7ea",
+    "connector": "#f6d7a7",
+    "llm": "#cfe8cf",
+    "head": "#e3d3ea",
+}
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
 
 
@@ -62,22 +69,39 @@ def layer_curves_figure(report: Mapping[str, Any], probe: str) -> Figure:
             continue
         chance = chance if chance is not None else rows[0].get("chance")
         xs = [r["depth"] for r in rows]
-        ys = [r["accuracy"] for r in rows]
         lo = [r["ci95"][0] for r in rows]
         hi = [r["ci95"][1] for r in rows]
         ax.fill_between(xs, lo, hi, color=color, alpha=0.15, linewidth=0)
         used = [r for r in rows if r["used"]]
-        ax.plot([r["depth"] for r in used], [r["accuracy"] for r in used], "-o", color=color, ms=3, lw=1.6, label=m["title"])
+        ax.plot(
+            [r["depth"] for r in used], [r["accuracy"] for r in used], "-o", color=color, ms=3, lw=1.6, label=m["title"]
+        )
         unused = [r for r in rows if not r["used"]]
         if unused:  # dotted branch from the layer that feeds the connector through the unused blocks
             anchor = [r for r in used if r["depth"] < unused[0]["depth"]][-1:]
             branch = anchor + unused
-            ax.plot([r["depth"] for r in branch], [r["accuracy"] for r in branch], ":", color=color, lw=1.3, marker="o",
-                    ms=2.5, label=f"{m['title']} (vision blocks not passed on)")
+            ax.plot(
+                [r["depth"] for r in branch],
+                [r["accuracy"] for r in branch],
+                ":",
+                color=color,
+                lw=1.3,
+                marker="o",
+                ms=2.5,
+                label=f"{m['title']} (vision blocks not passed on)",
+            )
         last = _rows(m, probe, "last-token")
         if last:
-            ax.plot([last[-1]["depth"]], [last[-1]["accuracy"]], "o", mfc="white", mec=color, ms=8, mew=1.6,
-                    label=f"{m['title']} final-input-token probe")
+            ax.plot(
+                [last[-1]["depth"]],
+                [last[-1]["accuracy"]],
+                "o",
+                mfc="white",
+                mec=color,
+                ms=8,
+                mew=1.6,
+                label=f"{m['title']} final-input-token probe",
+            )
         if m.get("p_final") is not None:
             ax.plot([1.02], [m["p_final"]], "*", color=color, ms=13, label=f"{m['title']} P_final")
         # stage ribbon
@@ -87,7 +111,9 @@ def layer_curves_figure(report: Mapping[str, Any], probe: str) -> Figure:
         for module, ds in stages.items():
             lo_d, hi_d = min(ds), max(ds)
             width = max(hi_d - lo_d, 0.008)
-            rib.broken_barh([(lo_d - 0.004, width + 0.008)], (i - 0.4, 0.8), facecolors=STAGE_COLORS.get(module, "#dddddd"))
+            rib.broken_barh(
+                [(lo_d - 0.004, width + 0.008)], (i - 0.4, 0.8), facecolors=STAGE_COLORS.get(module, "#dddddd")
+            )
             rib.text(lo_d + width / 2, i, module, ha="center", va="center", fontsize=7)
     for j, m in enumerate(baselines):
         color = PALETTE[(len(mllms) + j) % len(PALETTE)]
@@ -99,7 +125,13 @@ def layer_curves_figure(report: Mapping[str, Any], probe: str) -> Figure:
         if curve:
             ax.plot([r["depth"] for r in curve], [r["accuracy"] for r in curve], "-", color=color, lw=0.9, alpha=0.35)
         best = max(rows, key=lambda r: r["accuracy"])
-        ax.axhline(best["accuracy"], color=color, ls="--", lw=1.2, label=f"baseline {m['title']} best ({best['id']}) {best['accuracy']:.3f}")
+        ax.axhline(
+            best["accuracy"],
+            color=color,
+            ls="--",
+            lw=1.2,
+            label=f"baseline {m['title']} best ({best['id']}) {best['accuracy']:.3f}",
+        )
     if chance is not None:
         ax.axhline(chance, color="#777777", ls=":", lw=1.0, label=f"majority-class chance {chance:.3f}")
     ax.set_ylabel(f"test accuracy ({probe} probe)")

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 
 from .lbfgs import batched_lbfgs

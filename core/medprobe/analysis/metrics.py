@@ -132,9 +132,7 @@ def chance_accuracy(train_labels: Any, test_labels: Any) -> float:
     return float(np.mean(te == majority))
 
 
-def bootstrap_ci(
-    correct: Any, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95
-) -> tuple[float, float]:
+def bootstrap_ci(correct: Any, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
     """Percentile bootstrap interval of accuracy.
 
     ``correct`` (n,) bool: whether each test sample was classified correctly. The test set is

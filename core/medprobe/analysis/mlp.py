@@ -181,7 +181,9 @@ class MLPProbe(Probe):
                 for g in gs:
                     zv = self._eval_logits(g, slice(n_tr, n_tr + n_va), g.params, S)
                     yv = y_va.repeat(g.L, 1)
-                    lv = F.cross_entropy(zv.reshape(-1, K), yv.reshape(-1), reduction="none").view(g.L, S, n_va).mean(-1)
+                    lv = (
+                        F.cross_entropy(zv.reshape(-1, K), yv.reshape(-1), reduction="none").view(g.L, S, n_va).mean(-1)
+                    )
                     av = (zv.argmax(-1) == yv).float().mean(-1).view(g.L, S)
                     g.keep_best(av, lv, epoch + 1)
 
@@ -194,7 +196,11 @@ class MLPProbe(Probe):
                 mean, std = g.mean.cpu(), (1.0 / g.inv_std).cpu()
                 acc, loss_, epoch_ = g.best_acc.cpu(), g.best_loss.cpu(), g.best_epoch.cpu()
                 for i, key in enumerate(g.keys):
-                    hyper = {"epoch": int(epoch_[i, 0]), "val_accuracy": float(acc[i, 0]), "val_loss": float(loss_[i, 0])}
+                    hyper = {
+                        "epoch": int(epoch_[i, 0]),
+                        "val_accuracy": float(acc[i, 0]),
+                        "val_loss": float(loss_[i, 0]),
+                    }
                     control = None
                     if data.has_control:
                         control = {"epoch": int(epoch_[i, 1]), "val_accuracy": float(acc[i, 1])}

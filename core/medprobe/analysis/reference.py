@@ -45,7 +45,11 @@ def _label_sets(y: np.ndarray, splits: Any, K: int, controls: bool, n_permutatio
         return None, np.zeros((0, y.size), dtype=np.int64)
     sp = np.asarray(splits).astype(str)
     control = _controls.control_labels(y, sp, K, groups=groups, seed=seed)
-    perms = _controls.permuted_labels(y, sp, n_permutations, seed=seed) if n_permutations else np.zeros((0, y.size), np.int64)
+    perms = (
+        _controls.permuted_labels(y, sp, n_permutations, seed=seed)
+        if n_permutations
+        else np.zeros((0, y.size), np.int64)
+    )
     return control, perms
 
 
@@ -89,44 +93,49 @@ def reference_linear(
     fit = np.concatenate([tr, va])
     control, perms = _label_sets(y, splits, K, controls, n_permutations, groups, seed)
     out: dict[str, dict[str, Any]] = {}
+
+    def select(Ztr: np.ndarray, Zva: np.ndarray, target: np.ndarray) -> tuple[float, float, float]:
+        """(C, val accuracy, val log-loss) chosen coarse -> fine for labels ``target``."""
+
+        def score(C: float) -> tuple[float, float, float]:
+            m = LogisticRegression(C=C, max_iter=max_iter, tol=tol).fit(Ztr, target[tr])
+            return (C, *_val_scores(m, Zva, target[va], K))
+
+        def best_of(cands: list[tuple[float, float, float]]) -> tuple[float, float, float]:
+            top = max(a for _, a, _ in cands)
+            return min((c for c in cands if c[1] >= top - 1e-9), key=lambda c: c[2])
+
+        c_best = best_of([score(C) for C in coarse_grid])
+        return best_of([c_best] + [score(c_best[0] * 10.0**s) for s in fine_steps])
+
+    def refit(Zfit: np.ndarray, Zte: np.ndarray, target: np.ndarray, C: float) -> tuple[np.ndarray, Any]:
+        model = LogisticRegression(C=C, max_iter=max_iter, tol=tol).fit(Zfit, target[fit])
+        return _full_proba(model, Zte, K), model
+
     for key in features:
         X = np.asarray(features[key], dtype=np.float32)
         sc = StandardScaler().fit(X[tr])
         Ztr, Zva = sc.transform(X[tr]), sc.transform(X[va])
         sc2 = StandardScaler().fit(X[fit])
         Zfit, Zte = sc2.transform(X[fit]), sc2.transform(X[te])
-
-        def select(target: np.ndarray) -> tuple[float, float, float]:
-            """(C, val accuracy, val log-loss) chosen coarse -> fine for labels ``target``."""
-
-            def score(C: float) -> tuple[float, float, float]:
-                m = LogisticRegression(C=C, max_iter=max_iter, tol=tol).fit(Ztr, target[tr])
-                return (C, *_val_scores(m, Zva, target[va], K))
-
-            def best_of(cands: list[tuple[float, float, float]]) -> tuple[float, float, float]:
-                top = max(a for _, a, _ in cands)
-                return min((c for c in cands if c[1] >= top - 1e-9), key=lambda c: c[2])
-
-            c_best = best_of([score(C) for C in coarse_grid])
-            return best_of([c_best] + [score(c_best[0] * 10.0**s) for s in fine_steps])
-
-        def refit(target: np.ndarray, C: float) -> tuple[np.ndarray, Any]:
-            model = LogisticRegression(C=C, max_iter=max_iter, tol=tol).fit(Zfit, target[fit])
-            return _full_proba(model, Zte, K), model
-
-        C_sel, val_acc, val_loss = select(y)
-        proba, model = refit(y, C_sel)
+        C_sel, val_acc, val_loss = select(Ztr, Zva, y)
+        proba, model = refit(Zfit, Zte, y, C_sel)
         entry: dict[str, Any] = {
             "accuracy": float(np.mean(proba.argmax(1) == y[te])),
             "proba": proba,
-            "hyper": {"C": float(C_sel), "val_accuracy": val_acc, "val_log_loss": val_loss, "n_iter": int(model.n_iter_[0])},
+            "hyper": {
+                "C": float(C_sel),
+                "val_accuracy": val_acc,
+                "val_log_loss": val_loss,
+                "n_iter": int(model.n_iter_[0]),
+            },
             "control_accuracy": None,
             "null": None,
         }
         if control is not None:
-            c_proba, _ = refit(control, select(control)[0])
+            c_proba, _ = refit(Zfit, Zte, control, select(Ztr, Zva, control)[0])
             entry["control_accuracy"] = float(np.mean(c_proba.argmax(1) == control[te]))
-            entry["null"] = [float(np.mean(refit(p, C_sel)[0].argmax(1) == y[te])) for p in perms]
+            entry["null"] = [float(np.mean(refit(Zfit, Zte, p, C_sel)[0].argmax(1) == y[te])) for p in perms]
         out[key] = entry
     return out
 
@@ -215,9 +224,9 @@ def reference_mlp(
             var, mean = torch.var_mean(X[tr], dim=0, correction=0)
             std = torch.where(var.sqrt() > 0, var.sqrt(), torch.ones_like(var))
             X = (X - mean) / std
-        inits = init_heads(torch.Generator().manual_seed(layer_seed(seed, key)), n_sets, X.shape[1], hidden, K)
-        head = lambda s: tuple(t[s] for t in inits)  # noqa: E731
-        proba, hyper = train(X, y, head(0))
+        W1, b1, W2, b2 = init_heads(torch.Generator().manual_seed(layer_seed(seed, key)), n_sets, X.shape[1], hidden, K)
+        heads = [(W1[s], b1[s], W2[s], b2[s]) for s in range(n_sets)]
+        proba, hyper = train(X, y, heads[0])
         entry: dict[str, Any] = {
             "accuracy": float(np.mean(proba.argmax(1) == y[te])),
             "proba": proba,
@@ -226,8 +235,10 @@ def reference_mlp(
             "null": None,
         }
         if control is not None:
-            c_proba, _ = train(X, control, head(1))
+            c_proba, _ = train(X, control, heads[1])
             entry["control_accuracy"] = float(np.mean(c_proba.argmax(1) == control[te]))
-            entry["null"] = [float(np.mean(train(X, p, head(2 + r))[0].argmax(1) == y[te])) for r, p in enumerate(perms)]
+            entry["null"] = [
+                float(np.mean(train(X, p, heads[2 + r])[0].argmax(1) == y[te])) for r, p in enumerate(perms)
+            ]
         out[key] = entry
     return out

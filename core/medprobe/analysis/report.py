@@ -194,7 +194,9 @@ class ModelInput:
             for key, layer_result in res.layers.items():
                 layer_id, _, readout = key.partition("/")
                 if layer_id not in specs:
-                    raise ReportError(f"model '{model}': probe '{probe}' has a result for '{key}' but no layer '{layer_id}'")
+                    raise ReportError(
+                        f"model '{model}': probe '{probe}' has a result for '{key}' but no layer '{layer_id}'"
+                    )
                 d = specs[layer_id]
                 entry = entries.get((layer_id, readout or "image-mean"))
                 if entry is None:
@@ -337,7 +339,9 @@ def build_report(
         )
     trained_entries = _trained_entries(trained)
     synthetic = any(m.synthetic for m in inputs) or any(t["synthetic"] for t in trained_entries)
-    reasons = sorted({r for m in inputs for r in m.synthetic_reasons} | {r for t in trained_entries for r in t["synthetic_reasons"]})
+    reasons = sorted(
+        {r for m in inputs for r in m.synthetic_reasons} | {r for t in trained_entries for r in t["synthetic_reasons"]}
+    )
     if synthetic and not reasons:
         reasons = ["flagged synthetic by the run"]
     report = {
@@ -348,7 +352,11 @@ def build_report(
         "medprobe_version": _medprobe_version(),
         "synthetic": synthetic,
         "synthetic_reasons": reasons,
-        "synthetic_models": list(dict.fromkeys([m.model for m in inputs if m.synthetic] + [t["id"] for t in trained_entries if t["synthetic"]])),
+        "synthetic_models": list(
+            dict.fromkeys(
+                [m.model for m in inputs if m.synthetic] + [t["id"] for t in trained_entries if t["synthetic"]]
+            )
+        ),
         "banner": SYNTHETIC_BANNER if synthetic else None,
         "probes": probes,
         "primary_probe": primary,

@@ -23,9 +23,10 @@ the checkpoint's chat template with the image (``adapter.preprocess``). Two mode
     first token, and the key/value cache, repeated once per class
     (``cache.batch_repeat_interleave(K)``), lets one more forward of shape (B*K, L-1) score the
     remaining answer tokens -- the prefix is never recomputed. The answer string of a class is
-    its name as the question lists it (``round_lesion`` -> ``round lesion``), preceded by a space
-    unless the prompt ends in whitespace; its tokens are the tokenizer's split of prompt + answer
-    after the prompt's own tokens. Classes are ranked by the **summed** token log-probability
+    its name as the question lists it (``round_lesion`` -> ``round lesion``, the text ``medprobe
+    finetune`` trains), preceded by a space unless the prompt ends in whitespace; its tokens are
+    the tokenizer's split of prompt + answer after the prompt's own tokens (no end-of-sequence
+    token). Classes are ranked by the **summed** token log-probability
     (``score_normalization="sum"``, default) or its per-token mean (``"mean"``); the argmax is the
     prediction (method ``score``; nothing is unparsed). Supported for the transformers stock
     families (:class:`medprobe.hf.stock.StockMLLMAdapter`).
@@ -39,9 +40,9 @@ class -> log-probability), ``parsed``, ``parsed_name``, ``method``, ``correct``)
 last, ``classify.json`` (format ``medprobe.classify/1``): the run key, model, dataset, mode,
 question and rendered prompt, accuracy per split, ``p_final`` = test accuracy, ``p_final_n``,
 unparsed counts, parse methods, confusion matrices, synthetic flags, package versions. The
-run key hashes the model card, weights, adapter, dataset spec/fingerprint/sample ids, mode,
-question, prompt, answer tokens, parser version and dtype; running the same command again
-returns the finished run.
+run key hashes the model card, weights, family adapter, LoRA adapter (``adapter=DIR``, as in
+``extract``), dataset spec/fingerprint/sample ids, mode, question, prompt, answer tokens, parser
+version and dtype; running the same command again returns the finished run.
 
 ``capture_last_token=True`` also captures the final-input-token (``last-token`` readout) features
 of every LLM layer in the same forward pass (the prompt forward of ``score``, the first step of
@@ -78,6 +79,8 @@ MODES = ("generate", "score")
 NORMALIZATIONS = ("sum", "mean")
 DEFAULT_MAX_NEW_TOKENS = 32
 SPLITS = ("train", "val", "test")
+#: transformers' neutral values of the sampling settings (GenerationConfig defaults)
+SAMPLING_NEUTRAL = {"temperature": 1.0, "top_p": 1.0, "top_k": 50, "typical_p": 1.0, "min_p": None}
 
 
 class ClassifyError(MedprobeError):
@@ -122,6 +125,11 @@ class ClassifyRun:
     @property
     def weights(self) -> str:
         return self.record["model"]["weights"]
+
+    @property
+    def adapter_lora(self) -> dict[str, Any] | None:
+        """The identity of the LoRA adapter the answers were made with (``None``: none)."""
+        return self.record["model"].get("adapter_lora")
 
     @property
     def fingerprint(self) -> str:
@@ -286,9 +294,11 @@ def generation_config(model: Any, max_new_tokens: int, tokenizer: Any) -> Any:
     config.do_sample = False
     config.num_beams = 1
     config.max_new_tokens = max_new_tokens
-    for name in ("temperature", "top_p", "top_k", "min_p", "typical_p"):
+    # sampling settings of the checkpoint (e.g. temperature 0.1) do nothing when greedy; reset them to
+    # the neutral values (``None`` would be refilled from the checkpoint's config and warned about)
+    for name, neutral in SAMPLING_NEUTRAL.items():
         if hasattr(config, name):
-            setattr(config, name, None)
+            setattr(config, name, neutral)
     if config.pad_token_id is None:
         pad = getattr(tokenizer, "pad_token_id", None)
         config.pad_token_id = pad if pad is not None else config.eos_token_id
@@ -355,60 +365,19 @@ def _run_name(card_id: str, dataset_name: str, key: str) -> str:
 
 
 # -- the in-pass feature capture -------------------------------------------------------------------
-def capture_manifest(
-    loaded: LoadedModel, adapter: Any, ds: Any, samples: Sequence[Any], layers: Sequence[Any], question: str,
-    dtype: str, device: str, batch_size: int, seed: int, limit: int | None, revision: str | None,
-) -> dict[str, Any]:
-    """The feature-store manifest of the in-pass ``last-token`` run: the fields and run-key payload
-    :func:`medprobe.extract.extract` writes for ``layers`` / ``readouts=last-token`` / ``prompt``."""
-    from .extract import FEATURE_VERSION, preprocessing_fingerprint, synthetic_reasons
-    from .readouts import applicable
-    from .runtime import git_hash, package_versions
-    from .store import FORMAT as STORE_FORMAT
+def capture_plan(
+    loaded: LoadedModel, ds: Any, question: str, *, dtype: str, device: str, batch_size: int, seed: int,
+    limit: int | None, load_options: dict[str, Any],
+) -> Any:
+    """The :class:`medprobe.extract.ExtractPlan` of the in-pass ``last-token`` run: exactly what
+    ``extract(layers="llm.*", readouts="last-token", prompt=question)`` would write (same run
+    key, same manifest), stored inside the classify run instead of beside it."""
+    from .extract import plan_extract
 
-    wanted = ["last-token"]
-    payload = {
-        "format": STORE_FORMAT,
-        "feature_version": FEATURE_VERSION,
-        "model": loaded.card.to_dict(),
-        "weights": loaded.weights,
-        "adapter": {"family": adapter.family, "version": adapter.version},
-        "dataset": {"spec": ds.spec, "fingerprint": ds.fingerprint(), "sample_ids": [s.id for s in samples]},
-        "layers": [s.id for s in layers],
-        "readouts": wanted,
-        "preprocessing": preprocessing_fingerprint(loaded),
-        "prompt": question,
-        "dtype": dtype,
-    }
-    reasons = synthetic_reasons(loaded, ds)
-    return {
-        "format": STORE_FORMAT,
-        "run_key": run_key(payload),
-        "feature_version": FEATURE_VERSION,
-        "model": {
-            "card": loaded.card.to_dict(),
-            "weights": loaded.weights,
-            "adapter": adapter.family,
-            "adapter_version": adapter.version,
-            "revision": revision,
-            "layer_map_resolved_against": loaded.layer_map.resolved_against,
-        },
-        "dataset": _dataset_record(ds, samples, limit),
-        "layers": [s.to_dict() for s in layers],
-        "readouts": wanted,
-        "readouts_per_layer": {s.id: applicable(s, wanted) for s in layers},
-        "preprocessing": payload["preprocessing"],
-        "prompt": question,
-        "dtype": dtype,
-        "device": device,
-        "batch_size": batch_size,
-        "seed": seed,
-        "synthetic": bool(reasons),
-        "synthetic_reasons": reasons,
-        "captured_by": "medprobe classify (same forward pass as the answers)",
-        "versions": package_versions(),
-        "git": git_hash(),
-    }
+    plan = plan_extract(loaded, ds, ".", layers="llm.*", readouts="last-token", batch_size=batch_size, device=device,
+                        dtype=dtype, limit=limit, seed=seed, prompt=question, load_options=load_options)
+    plan.manifest["captured_by"] = "medprobe classify (the forward pass that produced the answers)"
+    return plan
 
 
 def _dataset_record(ds: Any, samples: Sequence[Any], limit: int | None) -> dict[str, Any]:
@@ -445,6 +414,8 @@ def classify(
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     score_normalization: str = "sum",
     resume: bool = True,
+    adapter: str | Path | None = None,
+    merge_adapter: bool = False,
     **load_options: Any,
 ) -> ClassifyRun:
     """Ask the closed-set question about every sample; returns the finished :class:`ClassifyRun`.
@@ -464,6 +435,9 @@ def classify(
         max_new_tokens: generate mode: the answer length limit.
         score_normalization: score mode: ``sum`` (default) or ``mean`` token log-probability.
         resume: return an existing finished run with the same key instead of recomputing.
+        adapter: a peft LoRA adapter directory applied after loading
+            (:func:`medprobe.lora.apply_adapter`; ``merge_adapter`` folds it into the weights);
+            its identity is part of the run key and of the pairing with extract runs.
         load_options: passed to the adapter's ``load`` (``source``, ``revision``, ...).
     """
     from .datasets import open_dataset
@@ -489,7 +463,7 @@ def classify(
             "question and parses its answer; a vision baseline has no language model to ask (measure baselines "
             "with `medprobe extract` + `medprobe probe`)"
         )
-    adapter = get_adapter(card.family)
+    family = get_adapter(card.family)
     stock = supports_score(card)
     if mode == "score" and not stock:
         raise ClassifyError(
@@ -509,6 +483,11 @@ def classify(
         loaded = load_model(model, tiny=tiny, seed=seed, device=dev, dtype=dt, **load_options)
     if tiny or loaded.weights.startswith("tiny-random"):
         loaded.model.to(device=dev, dtype=torch_dtype(dt))
+    if adapter is not None:
+        from .lora import apply_adapter
+
+        loaded = apply_adapter(loaded, adapter, merge=merge_adapter)
+    adapter_lora = loaded.extra.get("adapter_lora")
     if not hasattr(loaded.model, "generate"):
         raise ClassifyError(f"model '{card.id}': {type(loaded.model).__name__} cannot generate (no .generate)")
     tokenizer = getattr(loaded.processor, "tokenizer", None) or loaded.processor
@@ -523,7 +502,7 @@ def classify(
     if stock:
         from .hf.prompting import render_prompt
 
-        prompt_text = render_prompt(loaded.card, loaded.processor, question, adapter.image_placeholder(loaded.processor))
+        prompt_text = render_prompt(loaded.card, loaded.processor, question, family.image_placeholder(loaded.processor))
     answers = answer_strings(ds.classes)
     tokens = answer_tokens(tokenizer, prompt_text, answers) if mode == "score" else None
     warnings: list[str] = []
@@ -544,7 +523,7 @@ def classify(
         "parser_version": PARSER_VERSION,
         "model": loaded.card.to_dict(),
         "weights": loaded.weights,
-        "adapter": {"family": adapter.family, "version": adapter.version},
+        "adapter": {"family": family.family, "version": family.version},
         "dataset": {"spec": ds.spec, "fingerprint": ds.fingerprint(), "sample_ids": [s.id for s in samples]},
         "mode": mode,
         "question": question,
@@ -555,6 +534,8 @@ def classify(
         "preprocessing": preprocessing_fingerprint(loaded),
         "dtype": dt,
     }
+    if adapter_lora is not None:
+        payload["adapter_lora"] = adapter_lora
     key = run_key(payload)
     run_dir = Path(out) / _run_name(loaded.card.id, ds.name, key)
 
@@ -571,11 +552,11 @@ def classify(
                 pass
         (run_dir / RECORD).unlink(missing_ok=True)  # the record marks a finished run: written last
         rows, captured = _run(
-            loaded, adapter, ds, samples, question, mode=mode, tokens=tokens, parser=parser,
+            loaded, family, ds, samples, question, mode=mode, tokens=tokens, parser=parser,
             normalization=score_normalization, max_new_tokens=max_new_tokens, tokenizer=tokenizer,
             batch_size=batch_size, progress=progress, capture_dir=run_dir / CAPTURE_DIR if capture_last_token else None,
-            capture_manifest_args=dict(dtype=dt, device=dev, batch_size=batch_size, seed=seed, limit=limit,
-                                       revision=load_options.get("revision")),
+            capture_args=dict(dtype=dt, device=dev, batch_size=batch_size, seed=seed, limit=limit,
+                              load_options=load_options),
         )
         atomic_write_bytes(run_dir / ANSWERS, _jsonl(rows))
         summary = summarize(rows, ds.classes)
@@ -593,9 +574,10 @@ def classify(
             "model": {
                 "card": loaded.card.to_dict(),
                 "weights": loaded.weights,
-                "adapter": adapter.family,
-                "adapter_version": adapter.version,
+                "adapter": family.family,
+                "adapter_version": family.version,
                 "revision": load_options.get("revision"),
+                "adapter_lora": adapter_lora,
             },
             "dataset": _dataset_record(ds, samples, limit),
             "mode": mode,
@@ -641,7 +623,7 @@ def _capture_complete(run: ClassifyRun) -> bool:
 def _run(
     loaded: LoadedModel, adapter: Any, ds: Any, samples: Sequence[Any], question: str, *, mode: str,
     tokens: list[list[int]] | None, parser: Any, normalization: str, max_new_tokens: int, tokenizer: Any,
-    batch_size: int, progress: bool | None, capture_dir: Path | None, capture_manifest_args: dict[str, Any],
+    batch_size: int, progress: bool | None, capture_dir: Path | None, capture_args: dict[str, Any],
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Every sample's answer row (and the key of the captured feature run, if any)."""
     import numpy as np
@@ -659,9 +641,11 @@ def _run(
     if capture_dir is not None:
         from .store import RunWriter
 
-        layers = loaded.layer_map.select("llm.*")
-        manifest = capture_manifest(loaded, adapter, ds, samples, layers, question, **capture_manifest_args)
-        writer = RunWriter.create_or_resume(capture_dir, manifest, resume=False)
+        plan = capture_plan(loaded, ds, question, **capture_args)
+        if [s.id for s in plan.samples] != [s.id for s in samples]:
+            raise ClassifyError(f"model '{loaded.card.id}': the capture run's samples differ from the answers' samples")
+        layers = plan.selected
+        writer = RunWriter.create_or_resume(capture_dir, plan.manifest, resume=False)
     buffer: dict[tuple[str, str], list[Any]] = {}
     buffered = 0
     rows: list[dict[str, Any]] = []

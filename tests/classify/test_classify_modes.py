@@ -28,7 +28,7 @@ from medprobe.extract import extract
 from medprobe.hf.prompting import render_prompt
 from medprobe.prompts import classification_question
 from medprobe.testing import synthetic_images
-from medprobe.zoo import get_adapter
+from medprobe.zoo import get_adapter, list_cards, load_model
 
 from ._common import DATA, FAMILY_CARDS, accuracy_from_answers, read_answers, tiny_model
 
@@ -129,6 +129,19 @@ def test_greedy_generation_decodes_only_the_new_tokens(ref):
     assert texts == [tok.decode([int(i)], skip_special_tokens=True) for i in best]
 
 
+def test_generation_config_is_greedy_whatever_the_checkpoint_says():
+    from types import SimpleNamespace
+
+    from transformers import GenerationConfig
+
+    sampling = SimpleNamespace(generation_config=GenerationConfig(do_sample=True, temperature=0.2, top_p=0.8, top_k=5,
+                                                                   num_beams=3, eos_token_id=2))
+    config = generation_config(sampling, 7, SimpleNamespace(pad_token_id=0))
+    assert (config.do_sample, config.num_beams, config.max_new_tokens, config.pad_token_id) == (False, 1, 7, 0)
+    config.validate(strict=True)  # no sampling flag left that greedy decoding would ignore
+    assert sampling.generation_config.do_sample  # the checkpoint's config is left alone
+
+
 @pytest.mark.parametrize("ref", ["lingshu-7b", "medgemma-4b"])
 def test_score_mode_runs_the_prompt_once_per_image(ref, tmp_path):
     """Language-model calls per batch of b images: one prompt pass (b, T) and one continuation
@@ -217,3 +230,19 @@ def test_cli_classify(tmp_path):
     assert "NOTE: SYNTHETIC" in text.output
     refused = CliRunner().invoke(cli, ["classify", "-m", "resnet50", "-d", DATA, "--tiny"])
     assert refused.exit_code != 0 and "baseline" in str(refused.exception or refused.output)
+
+
+STOCK_CARDS = sorted(c.id for c in list_cards(kind="mllm") if c.loader in ("stock", "convert"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ref", STOCK_CARDS)
+def test_every_stock_card_classifies_tiny_in_both_modes(ref, tmp_path):
+    assert len(STOCK_CARDS) >= 15
+    loaded = load_model(ref, tiny=True)
+    for mode in ("score", "generate"):
+        run = classify(loaded, DATA, tmp_path, mode=mode, tiny=True, limit=4, batch_size=4, max_new_tokens=1,
+                       progress=False)
+        rows = read_answers(run.path)
+        assert len(rows) == 4 and run.record["mode"] == mode and run.record["model"]["card"]["id"] == ref
+        assert all(("scores" in r) == (mode == "score") for r in rows)

@@ -17,7 +17,7 @@ from medprobe.registry import MedprobeError
 
 from ._common import tiny_model
 
-DATA = "synthetic:lesions?n=60&size=32"
+DATA = "synthetic:lesions?n=40&size=32"
 MODEL = "lingshu-7b"
 
 
@@ -72,7 +72,7 @@ def test_unpaired_and_ambiguous_classify_runs_are_refused(runs, tmp_path):
     other = classify(tiny_model("medvlm-r1-2b"), DATA, tmp_path, mode="score", tiny=True, limit=6, progress=False)
     with pytest.raises(MedprobeError, match="pairs with no extract run"):
         pipeline.report_runs([feats, answers, other])
-    with pytest.raises(MedprobeError, match="at least one extract run"):
+    with pytest.raises(MedprobeError, match="at least one run with layer probes"):
         pipeline.report_runs([answers])
     # a second run of the same model on the same data: generate mode wins, an exact tie is refused
     gen = ClassifyRun(answers.path, dict(copy.deepcopy(answers.record), mode="generate", run_key="g" * 64))
@@ -107,3 +107,26 @@ def test_report_cli_accepts_classify_runs(runs, tmp_path):
     assert "P_final" in out.output and "SYNTHETIC" in out.output
     report = json.loads((tmp_path / "report.json").read_text())
     assert _entry(report, MODEL)["p_final"] == pytest.approx(answers.p_final)
+
+
+def test_lora_adapter_is_part_of_the_key_and_the_pairing(runs, tmp_path):
+    """The paper's before/after condition: answers with a LoRA adapter are another run, and pair
+    only with features extracted with the same adapter."""
+    from medprobe.lora import LoraSettings, finetune
+
+    _, feats, answers = runs
+    finetune(MODEL, DATA, tmp_path / "lora", tiny=True, device="cpu",
+             settings=LoraSettings(max_steps=2, batch_size=4, lr=5e-2, dropout=0.0))
+    after = classify(MODEL, DATA, tmp_path / "c", mode="score", tiny=True, limit=8, adapter=tmp_path / "lora",
+                     progress=False)
+    before = classify(MODEL, DATA, tmp_path / "c", mode="score", tiny=True, limit=8, progress=False)
+    assert after.key != before.key and after.adapter_lora["path"] == str(tmp_path / "lora")
+    assert before.adapter_lora is None
+    scores = [[r["scores"] for r in run.answers()] for run in (before, after)]
+    assert scores[0] != scores[1]  # the adapter changed the model's answers
+    adapted = extract(MODEL, DATA, tmp_path / "e", tiny=True, limit=8, layers="llm.03", readouts="last-token",
+                      adapter=tmp_path / "lora", progress=False)
+    assert pipeline.pair_classify(adapted, [before, after]) is after
+    assert pipeline.pair_classify(feats, [after]) is None
+    with pytest.raises(MedprobeError, match="adapter .*lora.* pairs with no extract run"):
+        pipeline.report_runs([feats, answers, after])

@@ -28,13 +28,19 @@ import click
 @click.option("--source", default=None, help="Hub id or local directory overriding the card's hub id.")
 @click.option("--revision", default=None, help="Hub revision (branch, tag or commit).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub (e.g. Hulu-Med).")
+@click.option("--adapter", "adapter_dir", default=None, type=click.Path(exists=True, file_okay=False),
+              help="peft LoRA adapter directory to apply (e.g. from `medprobe finetune`); part of the run key.")
+@click.option("--merge-adapter", is_flag=True, help="Merge the --adapter weights into the model instead of wrapping layers.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 def classify(model, dataset, out, mode, tiny, batch_size, limit, device, dtype, seed, prompt_template, max_new_tokens,
-             score_normalization, capture_last_token, resume, source, revision, trust_remote_code, as_json):
+             score_normalization, capture_last_token, resume, source, revision, trust_remote_code, adapter_dir,
+             merge_adapter, as_json):
     """Prompted classification: answers per sample, accuracy per split, P_final = test accuracy."""
     from ..classify import classify as run_classify
     from .output import echo_json, echo_table
 
+    if merge_adapter and adapter_dir is None:
+        raise click.UsageError("--merge-adapter needs --adapter DIR")
     options = {}
     for name, value in (("source", source), ("revision", revision)):
         if value is not None:
@@ -44,7 +50,8 @@ def classify(model, dataset, out, mode, tiny, batch_size, limit, device, dtype, 
     run = run_classify(
         model, dataset, out, mode=mode, tiny=tiny, batch_size=batch_size, limit=limit, device=device, dtype=dtype,
         seed=seed, prompt_template=prompt_template, capture_last_token=capture_last_token,
-        max_new_tokens=max_new_tokens, score_normalization=score_normalization, resume=resume, **options,
+        max_new_tokens=max_new_tokens, score_normalization=score_normalization, resume=resume, adapter=adapter_dir,
+        merge_adapter=merge_adapter, **options,
     )
     rec = run.record
     summary = {
@@ -58,6 +65,7 @@ def classify(model, dataset, out, mode, tiny, batch_size, limit, device, dtype, 
         "unparsed": rec["unparsed"],
         "methods": rec["accuracy"]["all"]["methods"],
         "capture": str(run.path / rec["capture"]["path"]) if rec.get("capture") else None,
+        "adapter": (rec["model"].get("adapter_lora") or {}).get("path"),
         "warnings": rec.get("warnings", []),
         "synthetic": rec["synthetic_reasons"],
     }

@@ -42,10 +42,15 @@ def _table(statuses: list[Any]) -> None:
     from ..grid.resources import format_size
     from .output import echo_table
 
+    def key(s: Any) -> str:
+        if s.job.condition.kind == "train":
+            return "(train run)"
+        return (s.run_key or "")[:12] or ("(at load)" if not s.job.tiny else "")
+
     rows = [
-        [s.job.id, s.job.model.ref, s.job.dataset.name, s.job.condition.name, s.status,
-         (s.run_key or "")[:12] or ("(at load)" if not s.job.tiny else ""), s.rows if s.rows is not None else "?",
-         format_size(s.size), s.job.resources.describe(), s.note]
+        [s.job.id, s.job.model.ref, s.job.dataset.name, s.job.condition.name, s.status, key(s),
+         s.rows if s.rows is not None else "?", "" if s.job.condition.kind == "train" else format_size(s.size),
+         s.job.resources.describe(), s.note]
         for s in statuses
     ]
     echo_table(["job", "model", "dataset", "condition", "status", "run key", "rows", "est. size", "resources", "note"], rows)
@@ -56,13 +61,14 @@ def _totals(statuses: list[Any]) -> str:
     from ..grid.status import summary
 
     counts = ", ".join(f"{n} {s}" for s, n in summary(statuses).items() if n)
-    known = [s.size for s in statuses if s.size is not None]
-    todo = [s.size for s in statuses if s.size is not None and s.status != "done"]
-    unknown = sum(1 for s in statuses if s.size is None)
-    size = f"feature store about {format_size(sum(known))} ({format_size(sum(todo))} still to write)"
+    extract_jobs = [s for s in statuses if s.job.condition.kind != "train"]
+    known = [s.size for s in extract_jobs if s.size is not None]
+    todo = [s.size for s in extract_jobs if s.size is not None and s.status != "done"]
+    unknown = sum(1 for s in extract_jobs if s.size is None)
+    parts = [f"feature store about {format_size(sum(known))} ({format_size(sum(todo))} still to write)"] if known else []
     if unknown:
-        size += f"; {unknown} job(s) of unknown size (known once their model has been loaded)"
-    return f"{len(statuses)} jobs: {counts}; {size}"
+        parts.append(f"{unknown} job(s) of unknown size (known once their model has been loaded)")
+    return f"{len(statuses)} jobs: {counts}" + "".join(f"; {p}" for p in parts)
 
 
 def _failures(statuses_or_results: list[Any]) -> None:

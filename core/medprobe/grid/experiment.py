@@ -37,9 +37,14 @@
     n_boot = 1000                     # bootstrap resamples of the accuracy CIs; other keys: probe hyper-parameters
 
     [lora]                            # recipe for "lora:train" conditions (medprobe.lora)
+    [[train]]                         # classifiers trained with `medprobe train`, one job per model x dataset
+    recipe = "vision-tower"           # finetune | linear (baselines) | vision-tower (MLLMs)
+    models = "mllm"                   # "mllm" | "baseline" | "all" | a list of the grid's model names / refs
+    epochs = 10                       # other keys: lr, head_lr, batch_size, patience, weight_decay, freeze, ...
+
     [executor.slurm]                  # executor options: partition, account, setup, ...
 
-Every error names the file and the key (``paper-study.toml: [[model]] #3 (lingshu-7b).resources.gpus: ...``).
+Every error names the file and the key (``paper-study.toml: [[model]] #3.resources.gpus: expected an integer >= 0, got -2``).
 Relative paths (``out``, a ``source`` or ``adapter`` starting with ``./`` or ``../``, dataset
 locations starting with ``./`` or ``../``) are taken relative to the experiment file's folder.
 """
@@ -65,6 +70,12 @@ _MODEL = ("ref", "refs", "name", "source", "revision", "weights", "adapter", "tr
           "device_map", "max_memory", "load_options", "layers", "readouts", "batch_size", "dtype", "tiny", "limit",
           "conditions", "resources", "prompt")
 _DATASET = ("spec", "name", "limit", "prompt")
+#: ``medprobe train`` settings a ``[[train]]`` table may set (the rest comes from the grid)
+TRAIN_OPTIONS = ("epochs", "lr", "head_lr", "batch_size", "image_size", "patience", "weight_decay", "freeze", "layer",
+                 "probe_layers", "probe_layer_patterns")
+_TRAIN = ("recipe", "models", "resources", *TRAIN_OPTIONS)
+#: ``models`` keywords of a ``[[train]]`` table
+MODEL_KINDS = ("mllm", "baseline", "all")
 
 
 class ExperimentError(MedprobeError):
@@ -85,7 +96,12 @@ class Condition:
         """File-name-safe label used in job ids (``base``, ``lora-train``, ``lora-<dir name>``)."""
         if self.kind == "base":
             return "base"
-        return "lora-" + slug(Path(self.adapter or "").name or "adapter") if self.adapter != "train" else "lora-train"
+        if self.kind == "train":
+            return "train-" + slug(self.name.partition(":")[2])
+        if self.adapter == "train":
+            return "lora-train"
+        name = Path(self.adapter or "").name.replace("{", "").replace("}", "")
+        return "lora-" + slug(name or "adapter")
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "adapter": self.adapter}
@@ -128,6 +144,21 @@ class DatasetEntry:
 
 
 @dataclass(frozen=True)
+class TrainEntry:
+    """One ``[[train]]`` table: a ``medprobe train`` recipe for a set of the grid's models."""
+
+    recipe: str
+    models: str | tuple[str, ...]
+    where: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    resources: Resources | None = None
+
+    @property
+    def condition(self) -> Condition:
+        return Condition(f"train:{self.recipe}", "train", None)
+
+
+@dataclass(frozen=True)
 class Experiment:
     """A parsed, validated experiment file. ``out`` is absolute."""
 
@@ -151,7 +182,7 @@ class Experiment:
     resources: Resources = Resources()
     probe_options: Mapping[str, Any] = field(default_factory=dict)
     lora: Mapping[str, Any] = field(default_factory=dict)
-    train: Mapping[str, Any] = field(default_factory=dict)
+    trains: tuple[TrainEntry, ...] = ()
     executors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
@@ -363,6 +394,35 @@ def _dataset_entry(raw: Any, index: int, where_file: str, base: Path) -> Dataset
                         limit=_positive(table, "limit", where), prompt=_typed(table, "prompt", str, where))
 
 
+def _train_entry(raw: Any, index: int, where_file: str, default_res: Resources) -> TrainEntry:
+    from ..train import RECIPES
+
+    where = f"{where_file}: [[train]] #{index + 1}"
+    table = _check_keys(raw, _TRAIN, where)
+    recipe = _typed(table, "recipe", str, where)
+    if recipe not in RECIPES:
+        raise ExperimentError(f"{where}.recipe: {recipe!r} is not one of {list(RECIPES)}")
+    models = table.get("models")
+    if isinstance(models, str):
+        if models not in MODEL_KINDS:
+            raise ExperimentError(f"{where}.models: {models!r} must be one of {list(MODEL_KINDS)} or a list of model names")
+    else:
+        models = _str_list(table, "models", where)
+        if models is None:
+            raise ExperimentError(f"{where}: 'models' is required (\"mllm\", \"baseline\", \"all\" or a list of model names)")
+    options = {k: table[k] for k in TRAIN_OPTIONS if k in table}
+    for key in ("epochs", "batch_size", "image_size", "patience"):
+        _positive(options, key, where)
+    for key in ("freeze", "probe_layers"):
+        _typed(options, key, bool, where)
+    for key in ("lr", "head_lr", "weight_decay"):
+        value = _typed(options, key, (int, float), where)
+        if value is not None and value < 0:
+            raise ExperimentError(f"{where}.{key}: must not be negative, got {value}")
+    return TrainEntry(recipe=recipe, models=models, where=f"{where} ({recipe})", options=options,
+                      resources=_resources(default_res, table, "resources", where))
+
+
 def load_experiment(path: str | Path, *, out: str | Path | None = None) -> Experiment:
     """Read and validate an experiment file. ``out`` overrides ``[experiment].out``."""
     path = Path(path)
@@ -405,7 +465,11 @@ def load_experiment(path: str | Path, *, out: str | Path | None = None) -> Exper
     for key, table in executors.items():
         if not isinstance(table, Mapping):
             raise ExperimentError(f"{where}: [executor.{key}]: expected a table")
-    for key in ("probe", "lora", "train"):
+    trains_raw = data.get("train", [])
+    if not isinstance(trains_raw, list):
+        raise ExperimentError(f"{where}: [train] must be an array of tables: write [[train]]")
+    trains = tuple(_train_entry(raw, i, where, resources) for i, raw in enumerate(trains_raw))
+    for key in ("probe", "lora"):
         if key in data and not isinstance(data[key], Mapping):
             raise ExperimentError(f"{where}: [{key}]: expected a table")
     probe_options = dict(data.get("probe", {}))
@@ -453,7 +517,7 @@ def load_experiment(path: str | Path, *, out: str | Path | None = None) -> Exper
         resources=resources,
         probe_options=probe_options,
         lora=dict(data.get("lora", {})),
-        train=dict(data.get("train", {})),
+        trains=trains,
         executors={k: dict(v) for k, v in executors.items()},
     )
     return experiment

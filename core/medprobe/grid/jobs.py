@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .experiment import Condition, DatasetEntry, Experiment, ExperimentError, ModelEntry
+from .experiment import Condition, DatasetEntry, Experiment, ExperimentError, ModelEntry, TrainEntry
 from .resources import Resources
 
 #: job spec keys that do not change the features (kept out of the digest)
@@ -69,7 +69,7 @@ def _card_kind(entry: ModelEntry) -> str:
 
 
 def job_spec(exp: Experiment, model: ModelEntry, dataset: DatasetEntry, condition: Condition, kind: str,
-             device_map: str | None = None) -> dict[str, Any]:
+             device_map: str | None = None, train: TrainEntry | None = None) -> dict[str, Any]:
     """Everything a worker needs to run one job, as plain JSON-able data."""
     tiny = exp.tiny if model.tiny is None else model.tiny
     load: dict[str, Any] = {}
@@ -83,9 +83,9 @@ def job_spec(exp: Experiment, model: ModelEntry, dataset: DatasetEntry, conditio
         if model.random_init:
             load["random_init"] = True
         dmap = model.device_map or device_map or exp.device_map
-        if dmap is not None and kind == "mllm":
+        if dmap is not None and kind == "mllm" and train is None:
             load["device_map"] = dmap
-        if model.max_memory is not None:
+        if model.max_memory is not None and train is None:
             from .resources import parse_max_memory
 
             load["max_memory"] = {str(k): v for k, v in parse_max_memory(model.max_memory).items()}
@@ -118,8 +118,10 @@ def job_spec(exp: Experiment, model: ModelEntry, dataset: DatasetEntry, conditio
         "load": load,
         "probes": list(exp.probes),
         "probe_options": dict(exp.probe_options),
-        "resources": (model.resources or exp.resources).to_dict(),
+        "resources": ((train.resources if train else None) or model.resources or exp.resources).to_dict(),
     }
+    if train is not None:
+        spec["train"] = {"recipe": train.recipe, "options": dict(train.options)}
     if condition.kind == "lora" and condition.adapter == "train":
         spec["lora_recipe"] = dict(exp.lora)
     spec["digest"] = _digest(spec)
@@ -148,8 +150,40 @@ def expand_jobs(exp: Experiment, only: Sequence[str] | str | None = None, *, dev
         if not any(j.model is model for j in jobs):
             raise ExperimentError(f"{model.where}: no condition applies to this {kind} (conditions: "
                                   f"{[c.name for c in conditions]}); add 'base'")
+    for train in exp.trains:
+        for model in _train_models(exp, train):
+            kind = _card_kind(model)
+            wants = "mllm" if train.recipe == "vision-tower" else "baseline"
+            if kind != wants:
+                raise ExperimentError(f"{train.where}: recipe '{train.recipe}' trains {wants} models, and "
+                                      f"'{model.name}' ({model.ref}) is a {kind}")
+            for ds in exp.datasets:
+                spec = job_spec(exp, model, ds, train.condition, kind, train=train)
+                res = train.resources or model.resources or exp.resources
+                jobs.append(Job(spec["id"], model, ds, train.condition, kind, res, spec))
+    ids = [j.id for j in jobs]
+    dups = sorted({i for i in ids if ids.count(i) > 1})
+    if dups:
+        raise ExperimentError(f"{exp.path}: job ids {dups} appear more than once (two [[train]] tables with one recipe "
+                              "for the same model?)")
     if only:
         jobs = [j for j in jobs if j.matches(only)]
         if not jobs:
             raise ExperimentError(f"{exp.path}: --only {','.join(only)} matches no job")
     return jobs
+
+
+def _train_models(exp: Experiment, train: TrainEntry) -> list[ModelEntry]:
+    """The grid models a ``[[train]]`` table names (a kind keyword or model names / refs)."""
+    if isinstance(train.models, str):
+        if train.models == "all":
+            return list(exp.models)
+        return [m for m in exp.models if _card_kind(m) == train.models]
+    out = []
+    for name in train.models:
+        hits = [m for m in exp.models if name in (m.name, m.ref)]
+        if not hits:
+            raise ExperimentError(f"{train.where}.models: '{name}' is not a model of this grid "
+                                  f"(names: {[m.name for m in exp.models]})")
+        out.extend(h for h in hits if h not in out)
+    return out

@@ -6,7 +6,8 @@ condition; each group is passed to :func:`medprobe.pipeline.report_runs` (which 
 whose probe results are missing) and written to ``DIR/<dataset>__<condition>/``. Baselines run
 under ``base`` only; they are the reference rows of every condition's report on their dataset.
 ``DIR/index.{json,md,html}`` lists the groups, the models in each with their FHS profile, and
-the jobs not finished yet.
+the jobs not finished yet. ``[[train]]`` runs (``medprobe train``) join every group of their
+dataset: the report lists their test accuracy beside the probes.
 """
 
 from __future__ import annotations
@@ -32,26 +33,31 @@ def _complete(st: JobStatus) -> bool:
 def _groups(exp: Experiment, statuses: Sequence[JobStatus]) -> list[dict[str, Any]]:
     groups = []
     for ds in exp.datasets:
-        mine = [s for s in statuses if s.job.dataset.name == ds.name]
-        baselines = [s for s in mine if s.job.kind != "mllm"]
+        everything = [s for s in statuses if s.job.dataset.name == ds.name]
+        trained = [s for s in everything if s.job.condition.kind == "train"]
+        mine = [s for s in everything if s.job.condition.kind != "train"]
+        baselines = [s for s in mine if s.job.kind != "mllm"] + trained
         labels = list(dict.fromkeys(s.job.condition.label for s in mine if s.job.kind == "mllm"))
-        if not labels and baselines:
+        if not labels and any(s.job.kind != "mllm" for s in mine):
             labels = ["base"]
         for label in labels:
             members = [s for s in mine if s.job.kind == "mllm" and s.job.condition.label == label] + baselines
-            cond = next(s.job.condition for s in members)
-            if label != "base":
-                cond = next(s.job.condition for s in members if s.job.kind == "mllm")
+            cond = next((s.job.condition for s in members if s.job.condition.label == label), members[0].job.condition)
             groups.append({"dataset": ds.name, "spec": ds.spec, "condition": cond.name, "label": label, "members": members})
     return groups
 
 
 def _summary_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per model of a report: its FHS profile (primary probe); per trained classifier: its test accuracy."""
     primary = report.get("primary_probe")
     rows = []
     for m in report.get("models", []):
         fhs = m.get("fhs", {}).get(primary, {})
         rows.append({"id": m["id"], "kind": m["kind"], "profile": fhs.get("profile", ""), "synthetic": m.get("synthetic")})
+    for t in report.get("trained", []):
+        acc = t.get("test_accuracy")
+        rows.append({"id": t["id"], "kind": f"trained ({t['recipe']})", "synthetic": t.get("synthetic"),
+                     "profile": f"test accuracy {acc:.3f}" if isinstance(acc, (int, float)) else "test accuracy n/a"})
     return rows
 
 
@@ -84,7 +90,8 @@ def grid_report(exp: Experiment, out: str | Path, *, only: Sequence[str] | str |
             ids = [s.job.model.ref for s in ready]
             try:
                 for s in ready:  # probes missing from a run are trained with the experiment's options
-                    probe_run(s.run_dir, list(exp.probes), seed=exp.seed, **exp.probe_options)
+                    if s.job.condition.kind != "train":
+                        probe_run(s.run_dir, list(exp.probes), seed=exp.seed, **exp.probe_options)
                 report = report_runs([s.run_dir for s in ready], out / entry["dir"], probes=list(exp.probes),
                                      seed=exp.seed, formats=formats,
                                      title=f"{exp.name}: {group['dataset']} ({group['condition']})")

@@ -133,5 +133,5 @@ class Resources:
     def describe(self) -> str:
         parts = [f"{self.gpus} GPU" if self.gpus else "CPU", f"{self.cpus} cpu"]
         if self.memory:
-            parts.append(format_size(self.memory))
+            parts.append(f"{self.memory / 10**9:g} GB")
         return ", ".join(parts)

@@ -87,8 +87,8 @@ def run_slurm(payloads: Sequence[dict[str, Any]], options: Mapping[str, Any], pr
         raise ExecutorError(f"executor 'slurm': cluster {cluster!r} must be 'slurm', 'local' or 'debug'")
     out = Path(payloads[0]["out"])
     kwargs: dict[str, Any] = {}
-    if options.get("python") and cluster == "slurm":
-        kwargs["slurm_python"] = str(options["python"])
+    if options.get("python") and cluster in ("slurm", "local"):
+        kwargs[f"{cluster}_python"] = str(options["python"])
     try:
         executor = submitit.AutoExecutor(folder=str(out / "submitit" / "%j"), cluster=cluster, **kwargs)
     except (RuntimeError, ValueError) as exc:

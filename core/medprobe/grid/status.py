@@ -150,6 +150,8 @@ def job_status(exp: Experiment, job: Job, cache: _PlanCache | None = None, *, re
     st.state = state or {}
     st.attempts = int(st.state.get("attempts", 0))
     notes: list[str] = []
+    if job.spec.get("train"):
+        return _train_status(exp, job, st, cache, resolve)
     from .conditions import adapter_path, trained
 
     adapter = adapter_path(job.spec, exp.out)
@@ -223,6 +225,29 @@ def job_status(exp: Experiment, job: Job, cache: _PlanCache | None = None, *, re
             if sub is not None and sub.get("digest") == job.digest and status not in ("interrupted",):
                 notes.insert(0, f"submitted ({sub.get('executor_job', '?')})")
     st.note = "; ".join(n for n in notes if n)
+    return st
+
+
+def _train_status(exp: Experiment, job: Job, st: JobStatus, cache: _PlanCache, resolve: bool) -> JobStatus:
+    """Status of a ``[[train]]`` job: done once its run holds ``train.json``."""
+    from ..training.record import is_train_dir
+    from .worker import train_dir
+
+    st.run_dir = train_dir(exp.out, job.id)
+    if resolve:
+        ds = cache.dataset(job.spec["dataset"])
+        if isinstance(ds, Exception):
+            st.note = f"dataset: {ds}".splitlines()[0]
+        else:
+            st.rows = len(ds.samples)
+    status = st.state.get("status")
+    if is_train_dir(st.run_dir):
+        st.status = "done"
+    elif status == "running" and (alive_here(st.state) or st.state.get("host") not in (None, _hostname())):
+        st.status = "running"
+    elif status == "failed":
+        st.status = "failed"
+        st.note = "; ".join(n for n in (st.state.get("error", "failed"), st.note) if n)
     return st
 
 

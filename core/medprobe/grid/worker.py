@@ -6,6 +6,8 @@ raises for a failing job: the error and traceback go to the job's log, ``failed`
 file, and the result says so, so one bad job does not stop the others. ``KeyboardInterrupt``
 marks the job ``interrupted`` and propagates (the grid stops; a re-run resumes).
 
+A ``[[train]]`` job runs :func:`medprobe.train.train` into ``GRID/trained/<job id>/`` instead.
+
 Result: ``{"job", "status": "done" | "failed", "run_dir", "run_key", "log", "error", "seconds"}``.
 """
 
@@ -50,8 +52,36 @@ def _load_options(spec: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
+def train_dir(out: Path, job_id: str) -> Path:
+    """Where a ``[[train]]`` job writes its ``medprobe train`` run."""
+    return Path(out) / "trained" / job_id
+
+
+def execute_train(spec: dict[str, Any], out: Path) -> dict[str, Any]:
+    """Train one ``[[train]]`` job's classifier (kept when already trained); returns run facts."""
+    from ..train import train
+    from ..training.record import TrainError, TrainRun
+
+    path = train_dir(out, spec["id"])
+    try:
+        TrainRun.open(path)
+        print(f"[{_stamp()}] already trained: {path}", flush=True)
+    except TrainError:
+        options = dict(spec["train"]["options"])
+        load = _load_options(spec)
+        if not spec["tiny"]:
+            load["dtype"] = spec["dtype"]
+        print(f"[{_stamp()}] training {spec['model']} ({spec['train']['recipe']}) into {path}", flush=True)
+        write_state(out, spec["id"], run_dir=str(path))
+        train(spec["model"], spec["dataset"], path, recipe=spec["train"]["recipe"], seed=spec["seed"], tiny=spec["tiny"],
+              device=spec["device"], overwrite=True, progress=False, **options, **load)
+    return {"run_dir": str(path)}
+
+
 def execute(spec: dict[str, Any], out: Path) -> dict[str, Any]:
     """Extract and probe one job (no state bookkeeping); returns run facts."""
+    if spec.get("train"):
+        return execute_train(spec, out)
     from ..datasets import open_dataset
     from ..extract import extract, plan_extract
     from ..pipeline import probe_run
@@ -64,6 +94,7 @@ def execute(spec: dict[str, Any], out: Path) -> dict[str, Any]:
     dev = resolve_device(spec["device"])
     dt = resolve_dtype(spec["dtype"], dev)
     adapter = prepare_adapter(spec, out, device=dev, dtype=dt)
+    _free_memory()  # the fine-tuning model (lora:train) before the extraction model is loaded
     ds = open_dataset(spec["dataset"])
     print(f"[{_stamp()}] loading {spec['model']} ({'tiny random' if spec['tiny'] else 'weights'}) on {dev} ({dt})", flush=True)
     loaded = load_model(spec["model"], tiny=spec["tiny"], seed=spec["seed"], device=dev, dtype=dt, **options)
@@ -115,7 +146,7 @@ def run_job(payload: dict[str, Any]) -> dict[str, Any]:
             raise
         except Exception as exc:
             traceback.print_exc(file=f)
-            message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+            message = " ".join(line.strip() for line in f"{type(exc).__name__}: {exc}".splitlines())[:500]
             write_state(out, job_id, status="failed", error=message, finished=_stamp(), seconds=round(time.time() - t0, 1))
             result.update(status="failed", error=message, seconds=round(time.time() - t0, 1))
         else:

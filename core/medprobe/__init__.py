@@ -10,7 +10,7 @@ The Python API mirrors the CLI, one function per command (``docs/api.md``)::
 
 ``import medprobe`` is light: it imports no torch. Every public name is loaded on first use.
 
-Names that are also submodules (``extract``, ``classify``, ``train``) always mean the API
+Names that are also submodules (``extract``, ``classify``, ``train``, ``zeroshot``) always mean the API
 function here, even after the submodule is imported: reach the module itself with
 ``from medprobe.extract import ...`` or ``importlib.import_module("medprobe.extract")``.
 """
@@ -18,6 +18,7 @@ function here, even after the submodule is imported: reach the module itself wit
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 import types
 from importlib import metadata as _metadata
@@ -74,6 +75,24 @@ _API: dict[str, str] = {
     "MedprobeError": "medprobe.registry:MedprobeError",
 }
 
+#: API functions of optional modules (listed in __all__ only when the module is installed):
+#: the same functions the CLI commands of the same name call
+_OPTIONAL: dict[str, str] = {
+    "classify": "medprobe.classify:classify",
+    "train": "medprobe.train:train",
+    "zeroshot": "medprobe.zeroshot:zeroshot",
+    "finetune": "medprobe.lora:finetune",
+    "convert_llava_original": "medprobe.convert:convert_llava_original",
+    "llava_hf_to_original": "medprobe.convert:llava_hf_to_original",
+    "load_experiment": "medprobe.grid:load_experiment",
+    "run_grid": "medprobe.grid:run_grid",
+    "grid_status": "medprobe.grid:grid_status",
+    "grid_report": "medprobe.grid:grid_report",
+}
+_API.update(
+    {name: target for name, target in _OPTIONAL.items() if importlib.util.find_spec(target.partition(":")[0]) is not None}
+)
+
 #: older names, still resolved (not in __all__)
 _COMPAT: dict[str, str] = {
     "load_model": "medprobe.zoo:load_model",
@@ -86,6 +105,9 @@ __all__ = ["__version__", "hookimpl", *_API]
 def __getattr__(name: str) -> Any:
     target = _API.get(name) or _COMPAT.get(name)
     if target is None:
+        if name in _OPTIONAL:
+            raise AttributeError(f"medprobe.{name} needs module {_OPTIONAL[name].partition(':')[0]}, "
+                                 "which this installation lacks")
         raise AttributeError(f"module 'medprobe' has no attribute {name!r}")
     module_name, _, attr = target.partition(":")
     value = getattr(importlib.import_module(module_name), attr)

@@ -113,7 +113,8 @@ class ModelResult:
     """One model of a report: identity, synthetic flags, ``P_final`` and its per-layer rows.
 
     ``p_final`` is the accuracy (fraction) of the model's own generated answers (MLLMs; ``None``
-    when there were none), ``p_final_ci95`` its Wilson 95% interval. Use :meth:`Report.fhs` and
+    when there were none), ``p_final_ci95`` its Wilson 95% interval; ``p_final_source`` is
+    ``"zeroshot"`` when a contrastive baseline's ``p_final`` is its zero-shot accuracy. Use :meth:`Report.fhs` and
     :meth:`Report.diagnosis` for the scores.
     """
 
@@ -126,7 +127,8 @@ class ModelResult:
     p_final: float | None
     p_final_n: int | None
     p_final_ci95: tuple[float, float] | None
-    layers: tuple[LayerRow, ...]
+    layers: tuple[LayerRow, ...] = field(repr=False)
+    p_final_source: str | None = None
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @classmethod
@@ -143,6 +145,7 @@ class ModelResult:
             p_final_n=d.get("p_final_n"),
             p_final_ci95=(float(ci[0]), float(ci[1])) if ci else None,
             layers=tuple(LayerRow.from_dict(r) for r in d.get("layers", [])),
+            p_final_source=d.get("p_final_source"),
             raw=d,
         )
 
@@ -239,7 +242,14 @@ class Report:
 
     @property
     def model_ids(self) -> list[str]:
+        """The model ids in report order."""
         return [m.id for m in self.models]
+
+    @property
+    def trained(self) -> list[dict[str, Any]]:
+        """The trained classifiers in the report (``medprobe train`` runs; ``trained`` in
+        ``report.json``, fields in docs/report-schema.md), as dicts; empty when there are none."""
+        return copy.deepcopy(list(self.data.get("trained") or []))
 
     def model(self, model_id: str) -> ModelResult:
         """The :class:`ModelResult` of ``model_id`` (a card id as in ``report.models``)."""

@@ -13,8 +13,8 @@ Probe results are saved inside the run: ``RUN/probes/<probe>-seed<S>/`` (``resul
 
 ``P_final`` (the accuracy of the MLLM's own answers) comes from ``medprobe classify`` runs
 (:mod:`medprobe.classify`): :func:`report_runs` accepts classify run directories among the runs
-and pairs each with the extract run of the same model card, weights and dataset fingerprint
-(:func:`pair_classify`); that model's ``p_final`` / ``p_final_n`` are the classify run's test-split
+and pairs each with the extract run of the same model card, weights, LoRA adapter and dataset
+fingerprint (:func:`pair_classify`); that model's ``p_final`` / ``p_final_n`` are the classify run's test-split
 accuracy and test-sample count (unparsed answers count as wrong). An MLLM without a classify run
 keeps ``p_final = None`` (its ``semantic_mapping`` diagnosis is then not assessed). :func:`compare`
 (and so :func:`demo`) runs classify for every MLLM (``classify_mode="score"`` by default).
@@ -173,14 +173,20 @@ def split_runs(runs: Sequence[Any]) -> tuple[list[Run], list[Any]]:
 
 
 def pair_classify(run: Run, candidates: Sequence[Any]) -> Any:
-    """The classify run among ``candidates`` of the same model card, weights and dataset
-    fingerprint as ``run`` (``None`` when there is none). Several matches are ranked by: same
-    question as the run's prompt, same samples, generate mode (answers as the paper scores
-    them); a tie at the top raises :class:`MedprobeError` naming the runs."""
+    """The classify run among ``candidates`` of the same model card, weights, LoRA adapter (none
+    on both sides, or the same adapter file) and dataset fingerprint as ``run`` (``None`` when
+    there is none). Several matches are ranked by: same question as the run's prompt, same
+    samples, generate mode (answers as the paper scores them); a tie at the top raises
+    :class:`MedprobeError` naming the runs."""
     card = run.manifest["model"]["card"]["id"]
     weights = run.manifest["model"]["weights"]
+    lora = _lora_id(run.manifest["model"].get("adapter_lora"))
     fingerprint = run.manifest["dataset"]["fingerprint"]
-    matches = [c for c in candidates if c.model_id == card and c.weights == weights and c.fingerprint == fingerprint]
+    matches = [
+        c for c in candidates
+        if c.model_id == card and c.weights == weights and c.fingerprint == fingerprint
+        and _lora_id(c.adapter_lora) == lora
+    ]
     if len(matches) <= 1:
         return matches[0] if matches else None
 
@@ -199,6 +205,11 @@ def pair_classify(run: Run, candidates: Sequence[Any]) -> Any:
             + ", ".join(str(c.path) for c in top) + "; pass only one of them"
         )
     return top[0]
+
+
+def _lora_id(identity: Mapping[str, Any] | None) -> tuple[Any, Any] | None:
+    """What makes two LoRA adapter identities the same adapter: its weights file and merging."""
+    return None if not identity else (identity.get("sha256"), bool(identity.get("merged")))
 
 
 def report_runs(
@@ -244,8 +255,10 @@ def report_runs(
     if unpaired:
         c = unpaired[0]
         raise MedprobeError(
-            f"classify run {c.path} (model '{c.model_id}', weights {c.weights}) pairs with no extract run of the "
-            "same model, weights and dataset among the runs; add that extract run or leave the classify run out"
+            f"classify run {c.path} (model '{c.model_id}', weights {c.weights}"
+            + (f", adapter {c.adapter_lora.get('path')}" if c.adapter_lora else "")
+            + ") pairs with no extract run of the same model, weights, adapter and dataset among the runs; "
+            "add that extract run or leave the classify run out"
         )
     inputs = [model_input(r, names, seed=seed, classify=paired.get(id(r))) for r in feature_runs]
     if baseline is not None:

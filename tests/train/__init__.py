@@ -1,0 +1,1 @@
+"""Tests of medprobe train and medprobe zeroshot."""

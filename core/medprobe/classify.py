@@ -443,8 +443,8 @@ def classify(
     from .datasets import open_dataset
     from .extract import _subset, preprocessing_fingerprint, synthetic_reasons
     from .prompts import classification_question
-    from .runtime import git_hash, package_versions, resolve_device, resolve_dtype, torch_dtype
-    from .zoo import get_adapter, get_card, load_model
+    from .runtime import git_hash, package_versions
+    from .zoo import get_adapter, get_card, prepare_model
 
     if mode not in MODES:
         raise ClassifyError(f"unknown mode {mode!r}; choose one of {list(MODES)}")
@@ -475,18 +475,8 @@ def classify(
     samples = _subset(ds.samples, limit, seed)
     if not samples:
         raise ClassifyError(f"dataset '{ds.spec}' has no samples")
-    dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
-    if isinstance(model, LoadedModel):
-        loaded = model
-    else:
-        loaded = load_model(model, tiny=tiny, seed=seed, device=dev, dtype=dt, **load_options)
-    if tiny or loaded.weights.startswith("tiny-random"):
-        loaded.model.to(device=dev, dtype=torch_dtype(dt))
-    if adapter is not None:
-        from .lora import apply_adapter
-
-        loaded = apply_adapter(loaded, adapter, merge=merge_adapter)
+    loaded, dev, dt = prepare_model(model, tiny=tiny, seed=seed, device=device, dtype=dtype, adapter=adapter,
+                                    merge_adapter=merge_adapter, **load_options)
     adapter_lora = loaded.extra.get("adapter_lora")
     if not hasattr(loaded.model, "generate"):
         raise ClassifyError(f"model '{card.id}': {type(loaded.model).__name__} cannot generate (no .generate)")

@@ -278,8 +278,7 @@ def extract(
 
     from .capture import Capture
     from .datasets import open_dataset
-    from .runtime import resolve_device, resolve_dtype, torch_dtype
-    from .zoo import load_model
+    from .zoo import prepare_model
 
     if batch_size < 1:
         raise MedprobeError("--batch-size must be at least 1")
@@ -290,18 +289,8 @@ def extract(
         check_rank(world_size, rank)
         device = rank_device(device, rank)
     ds = open_dataset(dataset) if isinstance(dataset, str) else dataset
-    dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
-    if isinstance(model, LoadedModel):
-        loaded = model
-    else:
-        loaded = load_model(model, tiny=tiny, seed=seed, device=dev, dtype=dt, **load_options)
-    if tiny or loaded.weights.startswith("tiny-random"):
-        loaded.model.to(device=dev, dtype=torch_dtype(dt))
-    if adapter is not None:
-        from .lora import apply_adapter
-
-        loaded = apply_adapter(loaded, adapter, merge=merge_adapter)
+    loaded, dev, dt = prepare_model(model, tiny=tiny, seed=seed, device=device, dtype=dtype, adapter=adapter,
+                                    merge_adapter=merge_adapter, **load_options)
     plan = plan_extract(loaded, ds, out, layers=layers, readouts=readouts, batch_size=batch_size, device=dev, dtype=dt,
                         limit=limit, seed=seed, prompt=prompt, load_options=load_options)
     if distributed:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from .registry import MedprobeError

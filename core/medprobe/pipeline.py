@@ -83,6 +83,8 @@ def probe_run(
             except ProbeError:
                 pass  # unreadable: retrain and overwrite
         features = {f"{lid}/{ro}": x for lid, ro, x in run.iter_features()}
+        # control-task labels keyed by sample id: identical for every model probed on these samples
+        hyper.setdefault("groups", run.sample_ids)
         results = probe_layers(features, run.labels, run.splits, probe=name, seed=seed, controls=controls,
                                n_classes=len(run.classes), **hyper)
         results.save(directory)

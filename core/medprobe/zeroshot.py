@@ -174,29 +174,20 @@ def zeroshot(
     """
     import torch
 
-    from .adapter import LoadedModel
     from .datasets import open_dataset
     from .extract import synthetic_reasons
     from .progress import progress_bar
-    from .runtime import git_hash, package_versions, resolve_device, resolve_dtype, torch_dtype
+    from .runtime import git_hash, package_versions
     from .store import atomic_write_bytes
     from .training.record import json_safe, split_metrics
-    from .zoo import get_adapter, load_model
+    from .zoo import get_adapter, prepare_model
 
     if batch_size < 1:
         raise ZeroShotError("--batch-size must be at least 1")
     ds = open_dataset(dataset) if isinstance(dataset, str) else dataset
     if len(ds.classes) < 2:
         raise ZeroShotError(f"dataset '{ds.spec}' has fewer than two classes")
-    dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
-    if isinstance(model, LoadedModel):
-        loaded = model
-    else:
-        loaded = load_model(model, tiny=tiny, seed=seed, device=dev, dtype=dt, **load_options)
-    if loaded.weights.startswith("tiny-random"):
-        loaded.model.to(device=dev, dtype=torch_dtype(dt))
-        loaded.device, loaded.dtype = dev, dt
+    loaded, dev, dt = prepare_model(model, tiny=tiny, seed=seed, device=device, dtype=dtype, **load_options)
     adapter = get_adapter(loaded.card.family)
     missing = [m for m in ("encode_images", "encode_texts") if not callable(getattr(adapter, m, None))]
     if missing:

@@ -91,3 +91,34 @@ def load_model(ref: str, *, tiny: bool = False, seed: int = 0, **options: Any) -
     if tiny:
         return adapter.build_tiny(card, seed=seed)
     return adapter.load(card, **options)
+
+
+def prepare_model(
+    model: "str | LoadedModel",
+    *,
+    tiny: bool = False,
+    seed: int = 0,
+    device: str = "auto",
+    dtype: str = "auto",
+    adapter: str | None = None,
+    merge_adapter: bool = False,
+    **load_options: Any,
+) -> tuple[LoadedModel, str, str]:
+    """Resolve device and dtype, load (or take) the model, move tiny models there, apply a LoRA
+    adapter. The one place extract / classify / zero-shot get their model from.
+
+    Returns ``(loaded, device, dtype)`` with resolved names (``"cuda:0"``, ``"bfloat16"``).
+    """
+    from .runtime import resolve_device, resolve_dtype, torch_dtype
+
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, tiny=tiny, seed=seed, device=dev, dtype=dt, **load_options)
+    if tiny or loaded.weights.startswith("tiny-random"):
+        loaded.model.to(device=dev, dtype=torch_dtype(dt))
+        loaded.device, loaded.dtype = dev, dt
+    if adapter is not None:
+        from .lora import apply_adapter
+
+        loaded = apply_adapter(loaded, adapter, merge=merge_adapter)
+    return loaded, dev, dt

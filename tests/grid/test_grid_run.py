@@ -230,3 +230,20 @@ def test_real_weight_job_is_keyed_at_load_and_never_reloaded(tmp_path):
     assert kinds == {"medgemma-4b": "mllm", "example-cnn": "baseline", "medgemma-4b+vision-tower": "trained (vision-tower)"}
     trained = json.loads((tmp_path / "report" / "lesions__base" / "report.json").read_text())["trained"]
     assert trained[0]["recipe"] == "vision-tower" and trained[0]["weights"].startswith("local:")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("executor,extra", [("local", []), ("ray", ["-X", "num_cpus=1"]), ("slurm", ["-X", "cluster=local"])])
+def test_whole_tiny_study_under_each_executor(executor, extra, tmp_path):
+    """The complete tiny experiment, from an empty grid folder, under one executor, to one report."""
+    grid = tmp_path / "grid"
+    code, out = invoke("grid", "run", str(TINY), "--grid", str(grid), "--executor", executor, *extra)
+    assert code == 0, out
+    exp = load_experiment(TINY, out=grid)
+    statuses = grid_status(exp, expand_jobs(exp))
+    assert {s.status for s in statuses} == {"done"} and len(statuses) == 4
+    code, out = invoke("grid", "report", str(TINY), "--grid", str(grid), "--out", str(tmp_path / "report"))
+    assert code == 0, out
+    index = json.loads((tmp_path / "report" / "index.json").read_text())
+    (group,) = index["groups"]
+    assert [m["id"] for m in group["models"]] == ["lingshu-7b", "medgemma-4b", "resnet18", "example-cnn"]

@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
-import hashlib
 import inspect
 import json
 from collections import Counter
@@ -66,7 +65,7 @@ from typing import Any, Callable, Sequence
 
 from .adapter import LoadedModel
 from .registry import MedprobeError
-from .store import StoreError, atomic_write_bytes, atomic_write_json, run_key
+from .store import StoreError, atomic_write_bytes, atomic_write_json, read_record, run_key
 
 FORMAT = "medprobe.classify/1"
 #: bump when a change alters answers or scores (part of the run key)
@@ -103,16 +102,7 @@ class ClassifyRun:
     @classmethod
     def open(cls, path: str | Path) -> "ClassifyRun":
         path = Path(path)
-        rpath = path / RECORD
-        if not rpath.is_file():
-            raise StoreError(f"{path}: not a medprobe classify run (no {RECORD})")
-        try:
-            record = json.loads(rpath.read_text())
-        except json.JSONDecodeError as exc:
-            raise StoreError(f"{rpath}: corrupt record ({exc})") from None
-        if record.get("format") != FORMAT:
-            raise StoreError(f"{rpath}: format {record.get('format')!r}, expected {FORMAT!r}")
-        return cls(path, record)
+        return cls(path, read_record(path, RECORD, FORMAT, "classify run"))
 
     @property
     def key(self) -> str:
@@ -380,21 +370,6 @@ def capture_plan(
     return plan
 
 
-def _dataset_record(ds: Any, samples: Sequence[Any], limit: int | None) -> dict[str, Any]:
-    return {
-        "spec": ds.spec,
-        "name": ds.name,
-        "classes": list(ds.classes),
-        "fingerprint": ds.fingerprint(),
-        "synthetic": bool(getattr(ds, "synthetic", False)),
-        "sample_ids": [s.id for s in samples],
-        "sample_ids_sha256": hashlib.sha256("\n".join(s.id for s in samples).encode()).hexdigest(),
-        "limit": limit,
-        "skipped": [[b.id, b.reason] for b in getattr(ds, "skipped", [])],
-        "split_method": getattr(ds, "split_method", None),
-    }
-
-
 # -- the API ---------------------------------------------------------------------------------------
 def classify(
     model: str | LoadedModel,
@@ -441,7 +416,7 @@ def classify(
         load_options: passed to the adapter's ``load`` (``source``, ``revision``, ...).
     """
     from .datasets import open_dataset
-    from .extract import _subset, preprocessing_fingerprint, synthetic_reasons
+    from .extract import _subset, dataset_record, preprocessing_fingerprint, synthetic_reasons
     from .prompts import classification_question
     from .runtime import git_hash, package_versions
     from .zoo import get_adapter, get_card, prepare_model
@@ -569,7 +544,7 @@ def classify(
                 "revision": load_options.get("revision"),
                 "adapter_lora": adapter_lora,
             },
-            "dataset": _dataset_record(ds, samples, limit),
+            "dataset": dataset_record(ds, samples, limit),
             "mode": mode,
             "question": question,
             "prompt": prompt_text,

@@ -66,6 +66,23 @@ def preprocessing_fingerprint(loaded: LoadedModel) -> Any:
     return {"processor": type(proc).__name__ if proc is not None else None, "image_size": loaded.extra.get("image_size")}
 
 
+def dataset_record(ds: Any, samples: Sequence[Any], limit: int | None) -> dict[str, Any]:
+    """What a run records about its data: spec, classes, fingerprint, the ordered sample ids (the row
+    order of every feature file) and their hash, the subset limit, skipped samples, split method."""
+    return {
+        "spec": ds.spec,
+        "name": ds.name,
+        "classes": list(ds.classes),
+        "fingerprint": ds.fingerprint(),
+        "synthetic": bool(getattr(ds, "synthetic", False)),
+        "sample_ids": [s.id for s in samples],
+        "sample_ids_sha256": hashlib.sha256("\n".join(s.id for s in samples).encode()).hexdigest(),
+        "limit": limit,
+        "skipped": [[b.id, b.reason] for b in getattr(ds, "skipped", [])],
+        "split_method": getattr(ds, "split_method", None),
+    }
+
+
 def synthetic_reasons(loaded: LoadedModel, dataset: Any) -> list[str]:
     reasons = []
     if loaded.weights.startswith("tiny-random"):
@@ -178,18 +195,7 @@ def plan_extract(
             "layer_map_resolved_against": loaded.layer_map.resolved_against,
             "adapter_lora": adapter_lora,
         },
-        "dataset": {
-            "spec": ds.spec,
-            "name": ds.name,
-            "classes": list(ds.classes),
-            "fingerprint": ds.fingerprint(),
-            "synthetic": bool(getattr(ds, "synthetic", False)),
-            "sample_ids": [s.id for s in samples],
-            "sample_ids_sha256": hashlib.sha256("\n".join(s.id for s in samples).encode()).hexdigest(),
-            "limit": limit,
-            "skipped": [[b.id, b.reason] for b in getattr(ds, "skipped", [])],
-            "split_method": getattr(ds, "split_method", None),
-        },
+        "dataset": dataset_record(ds, samples, limit),
         "layers": [s.to_dict() for s in selected],
         "readouts": list(wanted),
         "readouts_per_layer": per_layer,

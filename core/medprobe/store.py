@@ -123,6 +123,32 @@ def feature_file_name(layer_id: str, readout: str) -> str:
     return f"{layer_id}__{readout}.safetensors"
 
 
+def read_record(
+    directory: str | Path,
+    filename: str,
+    fmt: str,
+    what: str,
+    error: type[MedprobeError] = StoreError,
+    required: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Read ``directory/filename`` (a JSON record of format ``fmt``) or raise ``error`` naming the
+    file: missing ("not a medprobe <what>"), not JSON, wrong format, or missing ``required`` keys."""
+    path = Path(directory) / filename
+    if not path.is_file():
+        raise error(f"{directory}: not a medprobe {what} (no {filename})")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise error(f"{path}: corrupt record, not valid JSON ({exc})") from None
+    if not isinstance(record, dict) or record.get("format") != fmt:
+        got = record.get("format") if isinstance(record, dict) else type(record).__name__
+        raise error(f"{path}: format {got!r}, expected {fmt!r}")
+    missing = [k for k in required if k not in record]
+    if missing:
+        raise error(f"{path}: missing field(s) {missing}")
+    return record
+
+
 @dataclass
 class Run:
     """A run directory opened for reading."""
@@ -133,16 +159,7 @@ class Run:
     @classmethod
     def open(cls, path: str | Path) -> "Run":
         path = Path(path)
-        mpath = path / MANIFEST
-        if not mpath.is_file():
-            raise StoreError(f"{path}: not a medprobe run (no {MANIFEST})")
-        try:
-            manifest = json.loads(mpath.read_text())
-        except json.JSONDecodeError as exc:
-            raise StoreError(f"{mpath}: corrupt manifest ({exc})") from None
-        if manifest.get("format") != FORMAT:
-            raise StoreError(f"{mpath}: format {manifest.get('format')!r}, expected {FORMAT!r}")
-        return cls(path, manifest)
+        return cls(path, read_record(path, MANIFEST, FORMAT, "run"))
 
     @property
     def complete(self) -> bool:

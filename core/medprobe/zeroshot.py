@@ -36,6 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .registry import MedprobeError
+from .store import read_record
 
 ZEROSHOT_FORMAT = "medprobe.zeroshot/1"
 ZEROSHOT_FILE = "zeroshot.json"
@@ -115,19 +116,8 @@ class ZeroShotRun:
     @classmethod
     def open(cls, path: str | Path) -> "ZeroShotRun":
         path = Path(path)
-        file = path / ZEROSHOT_FILE
-        try:
-            record = json.loads(file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ZeroShotError(f"{path}: not a zero-shot run (no {ZEROSHOT_FILE})") from None
-        except json.JSONDecodeError as exc:
-            raise ZeroShotError(f"{file}: not valid JSON: {exc}") from None
-        if not isinstance(record, dict) or record.get("format") != ZEROSHOT_FORMAT:
-            got = record.get("format") if isinstance(record, dict) else type(record).__name__
-            raise ZeroShotError(f"{file}: format {got!r} is not {ZEROSHOT_FORMAT!r}")
-        for key in ("model", "dataset", "metrics"):
-            if key not in record:
-                raise ZeroShotError(f"{file}: missing field '{key}'")
+        record = read_record(path, ZEROSHOT_FILE, ZEROSHOT_FORMAT, "zero-shot run", ZeroShotError,
+                             required=("model", "dataset", "metrics"))
         return cls(path=path, record=record)
 
     @property

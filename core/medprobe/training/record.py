@@ -33,6 +33,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..registry import MedprobeError
+from ..store import read_record
 
 TRAIN_FORMAT = "medprobe.train/1"
 TRAIN_FILE = "train.json"
@@ -116,19 +117,8 @@ class TrainRun:
     @classmethod
     def open(cls, path: str | Path) -> "TrainRun":
         path = Path(path)
-        file = path / TRAIN_FILE
-        try:
-            record = json.loads(file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise TrainError(f"{path}: not a trained run (no {TRAIN_FILE}; training may not have finished)") from None
-        except json.JSONDecodeError as exc:
-            raise TrainError(f"{file}: not valid JSON: {exc}") from None
-        if not isinstance(record, dict) or record.get("format") != TRAIN_FORMAT:
-            got = record.get("format") if isinstance(record, dict) else type(record).__name__
-            raise TrainError(f"{file}: format {got!r} is not {TRAIN_FORMAT!r}")
-        missing = [k for k in ("recipe", "model", "dataset", "metrics", "best_epoch") if k not in record]
-        if missing:
-            raise TrainError(f"{file}: missing fields {missing}")
+        record = read_record(path, TRAIN_FILE, TRAIN_FORMAT, "trained run", TrainError,
+                             required=("recipe", "model", "dataset", "metrics", "best_epoch"))
         return cls(path=path, record=record)
 
     @property

@@ -330,22 +330,24 @@ def compare(
     device: str = "auto",
     dtype: str = "auto",
     seed: int = 0,
+    classify: str | None = "score",
     progress: bool | None = None,
     **load_options: Any,
 ) -> Report:
-    """Extract, probe, score and report several models on one dataset (``medprobe compare``).
+    """Extract, probe, classify, score and report several models on one dataset (``medprobe compare``).
 
     ``models``: references (a list or a comma-separated string, as ``--models``); runs are kept
     under ``out/runs`` and the report files written into ``out``. ``readouts`` default to
     ``image-mean,last-token``; ``layers`` to all layers; ``tiny`` uses tiny random models (a
-    pipeline check, flagged synthetic). ``load_options`` go to every model's loader.
+    pipeline check, flagged synthetic). ``classify``: how MLLMs answer for ``P_final``
+    (``"score"``, ``"generate"``, or ``None`` to skip). ``load_options`` go to every model's loader.
     """
     from .pipeline import compare as _compare
 
     refs = _split_models(models)
     data = _compare(refs, dataset, out, tiny=tiny, probes=probe, layers=layers, readouts=readouts,
                     batch_size=batch_size, limit=limit, device=device, dtype=dtype, seed=seed, progress=progress,
-                    load_options=load_options or None)  # fmt: skip
+                    classify_mode=classify, load_options=load_options or None)  # fmt: skip
     return Report.from_dict(data, path=Path(out) / "report.json")
 
 
@@ -361,10 +363,7 @@ def demo(
     (default :data:`medprobe.pipeline.DEMO_DATASET`; pass a smaller ``synthetic:lesions?n=...``
     for a quicker run). Every number is synthetic: it checks the pipeline, not a medical finding.
     """
-    from .pipeline import DEMO_DATASET, DEMO_MODELS, compare as _compare, demo as _demo
+    from .pipeline import demo as _demo
 
-    if dataset is None or dataset == DEMO_DATASET:
-        data = _demo(out, probes=probe, progress=progress)
-    else:
-        data = _compare(list(DEMO_MODELS), dataset, out, tiny=True, probes=probe, batch_size=16, progress=progress)
+    data = _demo(out, probes=probe, dataset=dataset, progress=progress)
     return Report.from_dict(data, path=Path(out) / "report.json")

@@ -411,11 +411,13 @@ def demo(
     out: str | Path,
     *,
     probes: str | Sequence[str] = "linear",
+    dataset: str | None = None,
     progress: bool | None = None,
     classify_mode: str | None = "score",
 ) -> dict[str, Any]:
     """The offline demo: tiny random models of three MLLM families and two baselines on the
-    embedded synthetic dataset, with ``P_final`` from classify runs of the MLLMs. Every output is
-    marked synthetic: it checks the pipeline only."""
-    return compare(list(DEMO_MODELS), DEMO_DATASET, out, tiny=True, probes=probes, batch_size=16, progress=progress,
-                   classify_mode=classify_mode)
+    embedded synthetic dataset (``dataset``: another synthetic spec, e.g. a smaller one), with
+    ``P_final`` from classify runs of the MLLMs. Every output is marked synthetic: it checks the
+    pipeline only."""
+    return compare(list(DEMO_MODELS), dataset or DEMO_DATASET, out, tiny=True, probes=probes, batch_size=16,
+                   progress=progress, classify_mode=classify_mode)

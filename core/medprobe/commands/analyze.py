@@ -81,12 +81,15 @@ def report(runs, out, baseline, probe, seed):
 @click.option("--device", default="auto", show_default=True)
 @click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "fp16", "fp32"]))
 @click.option("--seed", default=0, show_default=True, type=int)
-def compare(models, dataset, out, tiny, probe, layers, readouts, batch_size, limit, device, dtype, seed):
-    """Extract + probe + score + report several models on one dataset."""
+@click.option("--classify", "classify", type=click.Choice(["score", "generate", "none"]), default="score",
+              show_default=True, help="How MLLMs answer the classification question for P_final.")
+def compare(models, dataset, out, tiny, probe, layers, readouts, batch_size, limit, device, dtype, seed, classify):
+    """Extract + probe + classify + score + report several models on one dataset."""
     from ..api import compare as run_compare
 
     rep = run_compare(models, dataset, out, tiny=tiny, probe=probe, layers=layers, readouts=readouts,
-                      batch_size=batch_size, limit=limit, device=device, dtype=dtype, seed=seed)
+                      batch_size=batch_size, limit=limit, device=device, dtype=dtype, seed=seed,
+                      classify=None if classify == "none" else classify)
     _print_report_summary(rep, out)
 
 

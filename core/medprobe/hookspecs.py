@@ -65,7 +65,7 @@ def register_probes(register):
     """Register probe trainers.
 
     ``register(name: str, factory: str, description: str = "")``: ``factory`` is a lazy
-    ``"module:attr"`` naming a probe class (see ``medprobe.probes``).
+    ``"module:attr"`` naming a probe class (a ``medprobe.analysis.probes.Probe`` subclass).
     """
 
 

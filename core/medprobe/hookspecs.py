@@ -19,7 +19,7 @@ and decorating functions in it with :data:`hookimpl`::
         register(ModelCard(id="my-model", kind="mllm", family="my_family", ...))
 
 The hooks, their ``register`` signatures and what the registered object must provide are
-listed below; ``docs/plugins.md`` and CONTRIBUTING.md say the same in prose.
+listed below; CONTRIBUTING.md says the same in prose, with an example plugin.
 """
 
 from __future__ import annotations

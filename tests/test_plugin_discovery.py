@@ -156,3 +156,17 @@ def test_builtin_plugins_are_entry_points():
     names = {ep.name: ep.value for ep in plugin_mod.entry_points()}
     for expected in ("zoo", "datasets", "analysis", "qwen_vl", "gemma3", "llava", "hulumed", "timm", "open_clip", "hf_clip"):
         assert expected in names, expected
+
+
+def test_every_hook_is_documented_in_code_and_contributing():
+    from pathlib import Path
+
+    from medprobe import hookspecs
+
+    hooks = [n for n in dir(hookspecs) if n.startswith("register_")]
+    assert set(plugin_mod.HOOKS) | {"register_commands"} == set(hooks)
+    contributing = (Path(__file__).resolve().parents[1] / "CONTRIBUTING.md").read_text()
+    for name in hooks:
+        doc = getattr(hookspecs, name).__doc__ or ""
+        assert ("register(" in doc or "click.Group" in doc), f"{name} docstring lacks its signature"
+        assert f"`{name}(" in contributing, f"{name} missing from CONTRIBUTING.md"

@@ -1,0 +1,1 @@
+"""Tasks over models and datasets: classify, zero-shot, train, finetune, and the probe/report pipeline."""

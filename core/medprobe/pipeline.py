@@ -106,7 +106,7 @@ def model_input(
     ``p_final`` (test accuracy of the answers) and ``p_final_n`` and is summarised in the
     manifest under ``"classify"``.
     """
-    from .analysis.report import ModelInput
+    from .analysis.report import ModelInput, condition_of
 
     run = _open(run)
     card = run.manifest["model"]["card"]
@@ -131,7 +131,22 @@ def model_input(
         p_final=p_final,
         p_final_n=p_final_n,
         manifest=manifest,
+        card=card["id"],
+        run_key=run.key,
+        condition=condition_of(run.manifest),
+        dataset=dataset_summary(run),
     )
+
+
+def dataset_summary(run: Run) -> dict[str, Any]:
+    """What a report shows about a run's data: ``spec``, ``name``, ``classes``, ``splits``
+    ({split: n samples}), ``n`` (rows) and ``skipped`` (undecodable samples left out, a count)."""
+    ds = run.manifest["dataset"]
+    splits: dict[str, int] = {}
+    for s in run.splits.tolist():
+        splits[str(s)] = splits.get(str(s), 0) + 1
+    return {"spec": ds.get("spec"), "name": ds.get("name"), "classes": list(ds.get("classes") or []),
+            "splits": splits, "n": len(run.sample_ids), "skipped": len(ds.get("skipped") or [])}
 
 
 def classify_summary(classify: Any, run: Run | None = None) -> dict[str, Any]:

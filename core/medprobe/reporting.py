@@ -129,11 +129,21 @@ class ModelResult:
     p_final_ci95: tuple[float, float] | None
     layers: tuple[LayerRow, ...] = field(repr=False)
     p_final_source: str | None = None
+    #: the model card id (``id`` is the report row id: the card id, or ``"<card> [<condition>]"``
+    #: when several runs of one card share the report)
+    card: str | None = None
+    #: the feature-store run key of the row
+    run_key: str | None = None
+    #: the run's condition label (``"pretrained"``, ``"random weights"``, ``"tiny random"``,
+    #: ``"... + LoRA <name> (<sha>)"``); the full dict is ``raw["condition"]``
+    condition: str | None = None
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ModelResult":
         ci = d.get("p_final_ci95")
+        cond = d.get("condition")
+        label = (cond.get("label") or cond.get("weights")) if isinstance(cond, Mapping) else cond
         return cls(
             id=str(d["id"]),
             title=str(d.get("title") or d["id"]),
@@ -146,6 +156,9 @@ class ModelResult:
             p_final_ci95=(float(ci[0]), float(ci[1])) if ci else None,
             layers=tuple(LayerRow.from_dict(r) for r in d.get("layers", [])),
             p_final_source=d.get("p_final_source"),
+            card=d.get("card") or str(d["id"]),
+            run_key=d.get("run_key"),
+            condition=str(label) if label else None,
             raw=d,
         )
 
@@ -252,10 +265,20 @@ class Report:
         return copy.deepcopy(list(self.data.get("trained") or []))
 
     def model(self, model_id: str) -> ModelResult:
-        """The :class:`ModelResult` of ``model_id`` (a card id as in ``report.models``)."""
+        """The :class:`ModelResult` of ``model_id``: a row id as in :attr:`model_ids`, or a card id
+        that only one row of the report has (several runs of one card: use the row id, e.g.
+        ``"lingshu-7b [random weights]"``)."""
         for m in self.models:
             if m.id == model_id:
                 return m
+        same_card = [m for m in self.models if m.card == model_id]
+        if len(same_card) == 1:
+            return same_card[0]
+        if same_card:
+            raise ReportLookupError(
+                f"card '{model_id}' has {len(same_card)} runs in report '{self.title}'; name one: "
+                + ", ".join(repr(m.id) for m in same_card)
+            )
         raise ReportLookupError(f"model '{model_id}' is not in report '{self.title}'; models: {', '.join(self.model_ids)}")
 
     def _probe(self, probe: str | None) -> str:
@@ -271,7 +294,8 @@ class Report:
         from .analysis.fhs import FHSProfile
 
         name = self._probe(probe)
-        entry = self.model(model_id).raw
+        model = self.model(model_id)
+        model_id, entry = model.id, model.raw
         profile = (entry.get("fhs") or {}).get(name)
         if profile is None:
             raise ReportLookupError(f"model '{model_id}' has no FHS profile for probe '{name}'")

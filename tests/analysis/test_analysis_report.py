@@ -104,7 +104,7 @@ def test_four_files_written_and_json_round_trips(tmp_path):
     assert {r["readout"] for r in rows if r["model"] == "tiny-mllm"} == {"image-mean", "last-token"}
     assert rows[0]["synthetic"] == "True" and float(rows[0]["accuracy"]) == pytest.approx(0.6)
     html = paths["html"].read_text()
-    assert len(re.findall(r'<img alt="[^"]+" src="data:image/png;base64,[A-Za-z0-9+/=]{1000,}">', html)) == 2
+    assert len(re.findall(r'<img alt="[^"]+" src="data:image/png;base64,[A-Za-z0-9+/=]{1000,}">', html)) == 3  # overview, per-model panels, FHS
     assert 'id="synthetic-banner"' in html and SYNTHETIC_BANNER in html
     assert "http://" not in html and "https://" not in html and "<script" not in html
     md = paths["md"].read_text()

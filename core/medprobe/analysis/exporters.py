@@ -24,9 +24,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from .report import REPORT_FILE, SYNTHETIC_BANNER
 
 CSV_COLUMNS = (
-    "model", "title", "kind", "synthetic", "probe", "layer", "readout", "stage", "module", "depth", "used",
-    "feeds_connector", "width", "accuracy", "ci95_lo", "ci95_hi", "chance", "permutation_p", "control_accuracy",
-    "selectivity", "balanced_accuracy", "macro_f1", "auroc", "seed", "n_train", "n_val", "n_test", "hyper",
+    "model", "title", "kind", "synthetic", "card", "condition", "dataset", "run_key", "probe", "layer", "readout",
+    "stage", "module", "depth", "used", "feeds_connector", "width", "accuracy", "ci95_lo", "ci95_hi", "chance",
+    "permutation_p", "control_accuracy", "selectivity", "balanced_accuracy", "macro_f1", "auroc", "seed", "seed_sd",
+    "n_train", "n_val", "n_test", "hyper", "p_final", "p_final_ci95_lo", "p_final_ci95_hi", "p_final_n",
 )  # fmt: skip
 MODE_TITLES = {
     "visual_representation": "visual representation",
@@ -64,9 +65,33 @@ def write_json(report: Mapping[str, Any], out_dir: Path | str) -> Path:
     return _atomic_write(Path(out_dir) / REPORT_FILE, text.encode())
 
 
+def condition_text(model: Mapping[str, Any]) -> str:
+    """The condition label of a report model entry (``"pretrained"``, ``"random weights"``, ...);
+    ``""`` for reports made before conditions were recorded."""
+    cond = model.get("condition")
+    if isinstance(cond, Mapping):
+        return str(cond.get("label") or cond.get("weights") or "")
+    return str(cond or "")
+
+
+def dataset_text(model: Mapping[str, Any]) -> str:
+    """The dataset spec of a report model entry (its ``dataset`` block, else its manifest's)."""
+    ds = model.get("dataset") or (model.get("manifest") or {}).get("dataset") or {}
+    return str(ds.get("spec") or "")
+
+
+def run_key_of(model: Mapping[str, Any]) -> str:
+    return str(model.get("run_key") or (model.get("manifest") or {}).get("run_key") or "")
+
+
 def csv_rows(report: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
-    """One dict per model x layer x readout x probe, keys :data:`CSV_COLUMNS`."""
+    """One dict per model x layer x readout x probe, keys :data:`CSV_COLUMNS`. ``model`` is the
+    report row id (unique per run), ``card`` the model card, ``condition`` the run's condition
+    label, ``dataset`` the dataset spec, ``run_key`` the feature-store run key; the ``p_final*``
+    columns repeat the model's answer accuracy on each of its rows (empty for baselines without
+    one), so CSVs of several reports concatenate without hand tagging."""
     for m in report["models"]:
+        pci = m.get("p_final_ci95") or [None, None]
         for r in m["layers"]:
             ci = r.get("ci95") or [None, None]
             yield {
@@ -74,6 +99,10 @@ def csv_rows(report: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
                 "title": m["title"],
                 "kind": m["kind"],
                 "synthetic": m["synthetic"],
+                "card": m.get("card") or m["id"],
+                "condition": condition_text(m),
+                "dataset": dataset_text(m),
+                "run_key": run_key_of(m),
                 "probe": r["probe"],
                 "layer": r["id"],
                 "readout": r["readout"],
@@ -94,10 +123,15 @@ def csv_rows(report: Mapping[str, Any]) -> Iterable[dict[str, Any]]:
                 "macro_f1": r.get("macro_f1"),
                 "auroc": r.get("auroc"),
                 "seed": r.get("seed"),
+                "seed_sd": r.get("seed_sd"),
                 "n_train": r.get("n_train"),
                 "n_val": r.get("n_val"),
                 "n_test": r.get("n_test"),
                 "hyper": json.dumps(r.get("hyper") or {}, sort_keys=True),
+                "p_final": m.get("p_final"),
+                "p_final_ci95_lo": pci[0],
+                "p_final_ci95_hi": pci[1],
+                "p_final_n": m.get("p_final_n"),
             }
 
 
@@ -123,12 +157,13 @@ def _summary_rows(report: Mapping[str, Any], probe: str) -> list[list[str]]:
         rows.append(
             [
                 m["title"],
+                condition_text(m) or "—",
                 m["kind"],
                 "yes" if m["synthetic"] else "no",
-                _f(prof["vision"]["score"]) if prof and prof["vision"]["n_layers"] else "—",
-                _f(prof["connector"]["score"]) if prof and prof["connector"]["n_layers"] else "—",
-                _f(prof["llm"]["score"]) if prof and prof["llm"]["n_layers"] else "—",
-                _f(m.get("p_final")) + (" (zero-shot)" if m.get("p_final_source") == "zeroshot" else ""),
+                _fhs_cell(prof, "vision"),
+                _fhs_cell(prof, "connector"),
+                _fhs_cell(prof, "llm"),
+                _p_final_cell(m),
                 f"{best['id']}/{best['readout']} {best['accuracy']:.3f}" if best else "—",
                 prof["profile"] if prof else "—",
             ]
@@ -136,8 +171,35 @@ def _summary_rows(report: Mapping[str, Any], probe: str) -> list[list[str]]:
     return rows
 
 
+def _ci_text(ci: Any) -> str:
+    if not ci or len(ci) != 2 or None in ci:
+        return ""
+    return f" [{_f(ci[0], 2)}, {_f(ci[1], 2)}]"
+
+
+def _fhs_cell(prof: Mapping[str, Any] | None, module: str) -> str:
+    """An FHS score with its 95% interval when the profile has one (``ci95`` of the module)."""
+    if not prof or not prof[module]["n_layers"]:
+        return "—"
+    return _f(prof[module]["score"]) + _ci_text(prof[module].get("ci95"))
+
+
+def _p_final_cell(m: Mapping[str, Any]) -> str:
+    """P_final with its 95% interval, n and how it was scored (``p_final_method`` when present)."""
+    if m.get("p_final") is None:
+        return "—"
+    text = _f(m.get("p_final")) + _ci_text(m.get("p_final_ci95"))
+    extra = [f"n={m['p_final_n']}"] if m.get("p_final_n") else []
+    if m.get("p_final_source") == "zeroshot":
+        extra.append("zero-shot")
+    if m.get("p_final_method"):
+        extra.append(str(m["p_final_method"]))
+    return text + (f" ({', '.join(extra)})" if extra else "")
+
+
 SUMMARY_HEADER = [
     "model",
+    "condition",
     "kind",
     "synthetic",
     "FHS_V",
@@ -147,8 +209,12 @@ SUMMARY_HEADER = [
     "best layer (accuracy)",
     "profile",
 ]
-LAYER_HEADER = ["layer", "readout", "stage", "depth", "accuracy", "95% CI", "chance", "perm. p", "control", "selectivity",
-                "bal. acc.", "macro-F1", "AUROC", "chosen"]  # fmt: skip
+LAYER_HEADER = ["layer", "readout", "stage", "depth", "n", "accuracy", "95% CI", "chance", "perm. p", "control",
+                "selectivity", "bal. acc.", "macro-F1", "AUROC", "chosen"]  # fmt: skip
+LAYER_NOTE = (
+    "n: test samples the accuracy is measured on (train / val sizes in report.csv); accuracy ± seed SD when the "
+    "probe was repeated over seeds."
+)
 
 
 TRAINED_HEADER = ["trained model", "recipe", "synthetic", "epochs (best)", "test accuracy", "95% CI", "bal. acc.",
@@ -210,13 +276,19 @@ def _layer_rows(model: Mapping[str, Any], probe: str) -> list[list[str]]:
         layer = (
             r["id"] + ("" if r["used"] else " (not passed on)") + (" (feeds connector)" if r["feeds_connector"] else "")
         )
+        acc = _f(r.get("accuracy"))
+        if r.get("seed_sd") is not None:
+            acc += f" ± {r['seed_sd']:.3f}"
+        if r.get("warnings"):
+            acc += " ⚠"
         out.append(
             [
                 layer,
                 r["readout"],
                 r["stage"],
                 f"{r['depth']:.2f}",
-                _f(r.get("accuracy")),
+                _f(r.get("n") if r.get("n") is not None else r.get("n_test")),
+                acc,
                 f"[{_f(ci[0])}, {_f(ci[1])}]",
                 _f(r.get("chance")),
                 _p(r.get("permutation_p")),
@@ -232,8 +304,143 @@ def _layer_rows(model: Mapping[str, Any], probe: str) -> list[list[str]]:
 
 
 def _diag_cells(model: Mapping[str, Any], probe: str) -> list[tuple[str, str, str]]:
-    """(mode, verdict, summary) per mode for an MLLM."""
-    return [(v["mode"], v["verdict"], v["summary"]) for v in model.get("diagnosis", {}).get(probe, [])]
+    """(mode, verdict, summary + what decided it) per mode for an MLLM."""
+    out = []
+    for v in model.get("diagnosis", {}).get(probe, []):
+        why = decided_by(v)
+        out.append((v["mode"], v["verdict"], v["summary"] + (f"; decided by: {why}" if why else "")))
+    return out
+
+
+def _cmp(a: float, b: float, strict: bool = False) -> str:
+    return (">" if a > b else "≤") if strict else ("≥" if a >= b else "<")
+
+
+def decided_by(v: Mapping[str, Any]) -> str:
+    """The condition of the rule that decided verdict ``v`` (a ``diagnosis`` entry), with the
+    numbers it compared, e.g. ``"drop 0.120 ≥ 0.050 and connector 0.610 < feeding layer's CI low
+    0.700"``; the statistical test's effect / CI / p when the verdict carries them. ``""`` for
+    verdicts that were not assessed (their summary says why)."""
+    ev = v.get("evidence") or {}
+    mode, parts = v.get("mode"), []
+    try:
+        if v.get("verdict") == "not_assessed":
+            return ""
+        if mode == "visual_representation" and "gap" in ev:
+            hi = ev["vision_best"]["ci95"][1]
+            base = ev["baseline_best"]["accuracy"]
+            parts.append(f"gap {ev['gap']:+.3f} {_cmp(ev['gap'], ev['threshold'])} {ev['threshold']:.3f}")
+            parts.append(f"vision CI high {hi:.3f} {_cmp(hi, base)} baseline {base:.3f}")
+        elif mode == "connector_fidelity" and "drop" in ev:
+            lo = ev["feeding_layer"]["ci95"][0]
+            c = ev["connector"]["accuracy"]
+            parts.append(f"drop {ev['drop']:+.3f} {_cmp(ev['drop'], ev['threshold'])} {ev['threshold']:.3f}")
+            parts.append(f"connector {c:.3f} {_cmp(c, lo)} feeding layer's CI low {lo:.3f}")
+        elif mode == "llm_comprehension" and "start_to_end" in ev:
+            th = ev.get("thresholds") or {}
+            if ev.get("ends_below_start"):
+                parts.append(f"ends below start ({ev['start_to_end']:+.3f}, threshold {th.get('llm_drop')})")
+            if ev.get("falls_from_peak"):
+                parts.append(f"falls from peak ({ev['peak_to_end']:+.3f}, threshold {th.get('llm_peak_drop')})")
+            if not parts:
+                parts.append(f"neither ends below start ({ev['start_to_end']:+.3f}) nor falls from peak "
+                             f"({ev['peak_to_end']:+.3f}) by the thresholds")
+        elif mode == "semantic_mapping" and "difference" in ev:
+            ci = ev["final_token_probe"]["ci95"]
+            d = ev["difference"]
+            outside = ev["p_final"] < ci[0] or ev["p_final"] > ci[1]
+            parts.append(f"|P_final − probe| {abs(d):.3f} {_cmp(abs(d), ev['threshold'])} {ev['threshold']:.3f}")
+            parts.append(f"P_final {'outside' if outside else 'inside'} the probe's CI [{ci[0]:.3f}, {ci[1]:.3f}]")
+    except (KeyError, TypeError, IndexError):
+        parts = []
+    stats = []
+    if v.get("effect") is not None:
+        stats.append(f"effect {v['effect']:+.3f}" + _ci_text(v.get("ci95")))
+    if v.get("p_value") is not None:
+        stats.append(f"p = {_p(v['p_value'])}")
+    return "; ".join([" and ".join(parts)] * bool(parts) + stats)
+
+
+RUNS_HEADER = ["model", "card", "condition", "kind", "dataset", "classes", "split sizes", "skipped", "run key"]
+
+
+def _run_rows(report: Mapping[str, Any]) -> list[list[str]]:
+    """One row per report model: what run it is and what it read."""
+    rows = []
+    for m in report["models"]:
+        ds = m.get("dataset") or {}
+        man_ds = (m.get("manifest") or {}).get("dataset") or {}
+        classes = ds.get("classes") or man_ds.get("classes") or []
+        splits = ds.get("splits") or {}
+        if not splits:  # older reports: the sizes the probes report
+            lay = next((r for r in m["layers"] if r.get("n_train") is not None), None)
+            if lay:
+                splits = {"train": lay["n_train"], "val": lay.get("n_val"), "test": lay.get("n_test")}
+        skipped = ds.get("skipped", len(man_ds.get("skipped") or []))
+        rows.append([
+            m["id"], m.get("card") or m["id"], condition_text(m) or "—", m["kind"], dataset_text(m) or "—",
+            ", ".join(map(str, classes)) or "—",
+            ", ".join(f"{k} {v}" for k, v in splits.items() if v is not None) or "—",
+            str(skipped), run_key_of(m)[:12] or "—",
+        ])  # fmt: skip
+    return rows
+
+
+def report_warnings(report: Mapping[str, Any]) -> list[str]:
+    """Warnings a reader must see: data leakage / duplicates (``leakage`` of a model or the report),
+    probe warnings per layer (``warnings``), skipped undecodable samples, a probe below the
+    random-weights floor (``random_floor``)."""
+    out: list[str] = []
+
+    def add(where: str, item: Any) -> None:
+        if isinstance(item, str):
+            out.append(f"{where}: {item}")
+        elif isinstance(item, Mapping):
+            for key in ("warnings", "warning"):
+                if item.get(key):
+                    for w in item[key] if isinstance(item[key], list) else [item[key]]:
+                        add(where, w)
+                    return
+            text = item.get("summary") or item.get("message")
+            if text:
+                out.append(f"{where}: {text}")
+            elif any(item.get(k) for k in ("duplicates", "n_duplicates", "cross_split", "leaks", "n_leaks")):
+                out.append(f"{where}: " + json.dumps({k: v for k, v in item.items() if v}, default=str))
+        elif isinstance(item, list):
+            for w in item:
+                add(where, w)
+
+    add("report", report.get("leakage"))
+    add("report", report.get("warnings"))
+    for m in report["models"]:
+        add(m["title"], m.get("leakage"))
+        add(m["title"], m.get("warnings"))
+        skipped = (m.get("dataset") or {}).get("skipped")
+        if skipped:
+            out.append(f"{m['title']}: {skipped} undecodable sample(s) were skipped (--skip-bad)")
+        floor = m.get("random_floor")
+        if isinstance(floor, Mapping) and floor.get("warning"):
+            out.append(f"{m['title']}: {floor['warning']}")
+        seen: set[str] = set()
+        for r in m["layers"]:
+            for w in r.get("warnings") or []:
+                text = f"{m['title']} {r['id']}/{r['readout']} ({r['probe']}): {w}"
+                if text not in seen:
+                    seen.add(text)
+                    out.append(text)
+    return list(dict.fromkeys(out))
+
+
+def package_versions(report: Mapping[str, Any]) -> dict[str, str]:
+    """Package -> version over the runs' manifests (``versions``); a package whose runs used
+    different versions lists them all, e.g. ``"4.46.0 / 4.47.1"``."""
+    seen: dict[str, list[str]] = {"medprobe (report)": [str(report.get("medprobe_version"))]}
+    for m in report["models"]:
+        for pkg, ver in ((m.get("manifest") or {}).get("versions") or {}).items():
+            vals = seen.setdefault(str(pkg), [])
+            if str(ver) not in vals:
+                vals.append(str(ver))
+    return {k: " / ".join(v) for k, v in seen.items()}
 
 
 # -- markdown ----------------------------------------------------------------------------------
@@ -267,6 +474,10 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         + ". Figures: see `report.html`.",
         "",
     ]
+    L += ["## Runs", ""] + _md_table(RUNS_HEADER, _run_rows(report)) + [""]
+    warnings = report_warnings(report)
+    if warnings:
+        L += ["## Warnings", ""] + [f"- ⚠ {_md_cell(w)}" for w in warnings] + [""]
     ds = report["diagnosis_settings"]
     for probe in report["probes"]:
         L += [f"## Summary — `{probe}` probe", ""]
@@ -305,9 +516,20 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             if not rows:
                 continue
             flag = " — SYNTHETIC" if m["synthetic"] else ""
-            L += [f"## Layers: {m['title']} ({m['kind']}) — `{probe}` probe{flag}", ""]
+            cond = f", {condition_text(m)}" if condition_text(m) and condition_text(m) not in m["title"] else ""
+            L += [f"## Layers: {m['title']} ({m['kind']}{cond}) — `{probe}` probe{flag}", "", LAYER_NOTE, ""]
             L += _md_table(LAYER_HEADER, rows) + [""]
+    L += _provenance_md(report)
     return "\n".join(L)
+
+
+def _provenance_md(report: Mapping[str, Any]) -> list[str]:
+    L = ["## Provenance", ""]
+    command = (report.get("extra") or {}).get("command")
+    if command:
+        L += [f"Command: `{command}`", ""]
+    L += _md_table(["package", "version"], sorted(package_versions(report).items())) + [""]
+    return L
 
 
 def write_markdown(report: Mapping[str, Any], out_dir: Path | str) -> Path:
@@ -326,6 +548,8 @@ th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .banner small{display:block;font-weight:400;font-size:.8em;margin-top:4px}
 .present{background:#fde2e2}.absent{background:#e3f4e1}.not_assessed{background:#eeeeee;color:#555}
 .meta{color:#555;font-size:.9em}img{max-width:100%;border:1px solid #eee}
+.warnings{background:#fff4ce;border:1px solid #e0b400;padding:8px 14px;border-radius:4px}
+.decided{color:#444;font-size:.92em}code{background:#f3f3f3;padding:1px 3px}
 pre{background:#f7f7f7;padding:8px;overflow:auto;font-size:12px;max-height:420px}
 """
 
@@ -372,16 +596,41 @@ def render_html(report: Mapping[str, Any]) -> str:
         + ", ".join(_h(p) + (" (primary)" if p == report["primary_probe"] else "") for p in report["probes"])
         + ".</p>"
     )
+    command = (report.get("extra") or {}).get("command")
+    if command:
+        H.append(f'<p class="meta">Command: <code>{_h(command)}</code></p>')
+    warnings = report_warnings(report)
+    if warnings:
+        H.append('<div class="warnings" id="warnings"><b>⚠ Warnings</b><ul>')
+        H += [f"<li>{_h(w)}</li>" for w in warnings]
+        H.append("</ul></div>")
+    H.append("<h2>Runs</h2>")
+    H.append(_html_table(RUNS_HEADER, _run_rows(report)))
     ds = report["diagnosis_settings"]
+    titles = ", ".join(f"{m['title']}" for m in report["models"])
     for probe in report["probes"]:
         H.append(f"<h2>Summary — {_h(probe)} probe</h2>")
         H.append(_html_table(SUMMARY_HEADER, _summary_rows(report, probe)))
         if _has_zeroshot(report):
             H.append(f"<p>{_h(ZEROSHOT_NOTE)}</p>")
         H.append(f"<h2>Layer curves — {_h(probe)} probe</h2>")
-        H.append(_img(figures.layer_curves_png(report, probe), f"layer curves ({probe})"))
+        H.append(_img(
+            figures.layer_curves_png(report, probe),
+            f"Overview: {probe} probe test accuracy against relative depth for {titles}, with 95% CI bands, "
+            "P_final stars, baseline curves and the chance line",
+        ))  # fmt: skip
+        H.append("<p class=\"meta\">One panel per model: x = the model's probed layers by their real ids, "
+                 "shaded by stage; band = 95% CI; star = P_final with its 95% CI.</p>")
+        H.append(_img(
+            figures.layer_panels_png(report, probe),
+            f"One panel per model ({titles}): {probe} probe test accuracy per probed layer, labelled by layer id, "
+            "with 95% CI bands, stage shading, chance line and P_final",
+        ))  # fmt: skip
         H.append(f"<h2>Feature Health Score profiles — {_h(probe)} probe</h2>")
-        H.append(_img(figures.fhs_profiles_png(report, probe), f"FHS profiles ({probe})"))
+        H.append(_img(
+            figures.fhs_profiles_png(report, probe),
+            f"FHS_V, FHS_C, FHS_L and P_final per model under the {probe} probe (error bars: 95% CI where computed)",
+        ))  # fmt: skip
         mllms = [m for m in report["models"] if m["kind"] == "mllm"]
         if mllms:
             H.append(f"<h2>Failure-mode diagnosis — {_h(probe)} probe</h2>")
@@ -406,8 +655,10 @@ def render_html(report: Mapping[str, Any]) -> str:
                         cells.append("<td>—</td>")
                         continue
                     ev = json.dumps(v["evidence"], indent=1)
+                    why = decided_by(v)
+                    why_html = f'<br><span class="decided">decided by: {_h(why)}</span>' if why else ""
                     cells.append(
-                        f'<td class="{_h(v["verdict"])}"><b>{_h(v["verdict"])}</b><br>{_h(v["summary"])}'
+                        f'<td class="{_h(v["verdict"])}"><b>{_h(v["verdict"])}</b><br>{_h(v["summary"])}{why_html}'
                         f"<details><summary>evidence</summary><pre>{_h(ev)}</pre></details></td>"
                     )
                 H.append(f"<tr><td>{_h(m['title'])}</td>{''.join(cells)}</tr>")
@@ -425,13 +676,17 @@ def render_html(report: Mapping[str, Any]) -> str:
     H += [f"<li><b>{_h(mode)}</b>: {_h(rule)}</li>" for mode, rule in ds["rules"].items()]
     H.append("</ul>")
     H.append("<h2>Per-layer results</h2>")
+    H.append(f'<p class="meta">{_h(LAYER_NOTE)}</p>')
     for probe in report["probes"]:
         for m in report["models"]:
             rows = _layer_rows(m, probe)
             if not rows:
                 continue
             flag = " — SYNTHETIC" if m["synthetic"] else ""
-            H.append(f"<details><summary>{_h(m['title'])} ({_h(m['kind'])}) — {_h(probe)} probe{_h(flag)}</summary>")
+            cond = f", {condition_text(m)}" if condition_text(m) and condition_text(m) not in m["title"] else ""
+            H.append(
+                f"<details><summary>{_h(m['title'])} ({_h(m['kind'])}{_h(cond)}) — {_h(probe)} probe{_h(flag)}</summary>"
+            )
             H.append(_html_table(LAYER_HEADER, rows, numeric_from=3))
             H.append("</details>")
     H.append("<h2>Run manifests</h2>")
@@ -439,6 +694,10 @@ def render_html(report: Mapping[str, Any]) -> str:
         H.append(
             f"<details><summary>{_h(m['title'])}</summary><pre>{_h(json.dumps(m.get('manifest') or {}, indent=1))}</pre></details>"
         )
+    H.append("<h2>Provenance</h2>")
+    if command:
+        H.append(f"<p>Command: <code>{_h(command)}</code></p>")
+    H.append(_html_table(["package", "version"], sorted(package_versions(report).items())))
     H.append("</body></html>")
     return "\n".join(H)
 

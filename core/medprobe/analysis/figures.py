@@ -10,8 +10,17 @@ whatever backend the host process uses, and nothing needs a display or the netwo
     curves faint with a dashed horizontal line at each baseline's best accuracy, and the
     majority-class chance line. Below it, one ribbon per MLLM shows its stage bands
     (vision / connector / LLM) on the same depth axis.
+``layer_panels_figure(report, probe)`` (PNG bytes: ``layer_panels_png``)
+    One small panel per report row (so three or more models' CI bands never overlap): x = the
+    model's probed layers in order, labelled with their real layer ids, background shaded by
+    stage; y = test accuracy with its 95% CI band; the best baseline layer as a dashed line in
+    each MLLM panel, chance as a dotted line, P_final as a star with its 95% CI at the right.
 ``fhs_profiles_figure(report, probe)`` (PNG bytes: ``fhs_profiles_png``)
-    FHS_V -> FHS_C -> FHS_L -> P_final per model; baselines are shown at FHS_V.
+    FHS_V -> FHS_C -> FHS_L -> P_final per model (error bars: the 95% intervals when the profile
+    carries ``ci95``); baselines are shown at FHS_V.
+
+Every legend and panel title names the row's condition (``pretrained``, ``random weights``,
+``tiny random``, ``+ LoRA ...``) so two runs of one card stay apart.
 """
 
 from __future__ import annotations
@@ -38,6 +47,31 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+def _label(model: Mapping[str, Any]) -> str:
+    """The title of a report row with its condition (unless the title already carries it)."""
+    cond = model.get("condition")
+    text = (cond.get("label") or cond.get("weights") or "") if isinstance(cond, Mapping) else (cond or "")
+    title = str(model["title"])
+    return f"{title} [{text}]" if text and str(text) not in title else title
+
+
+def _p_final_offsets(models: list[Mapping[str, Any]], base: float = 1.03, step: float = 0.018) -> dict[int, float]:
+    """x position of each model's P_final star: models whose P_final values are within 0.01 of
+    another's are spread apart by ``step`` so equal values never hide each other."""
+    xs: dict[int, float] = {}
+    placed: list[tuple[float, float]] = []
+    for i, m in enumerate(models):
+        p = m.get("p_final")
+        if p is None:
+            continue
+        x = base
+        while any(abs(px - x) < step / 2 and abs(py - p) < 0.01 for px, py in placed):
+            x += step
+        placed.append((x, p))
+        xs[i] = x
+    return xs
+
+
 def _rows(model: Mapping[str, Any], probe: str, readout: str | None = None) -> list[dict[str, Any]]:
     rows = [r for r in model["layers"] if r["probe"] == probe and r.get("accuracy") is not None]
     if readout is not None:
@@ -62,6 +96,7 @@ def layer_curves_figure(report: Mapping[str, Any], probe: str) -> Figure:
     ax = fig.add_subplot(gs[0])
     rib = fig.add_subplot(gs[1], sharex=ax)
     chance = None
+    star_x = _p_final_offsets(mllms)
     for i, m in enumerate(mllms):
         color = PALETTE[i % len(PALETTE)]
         rows = _rows(m, probe, "image-mean")
@@ -74,7 +109,7 @@ def layer_curves_figure(report: Mapping[str, Any], probe: str) -> Figure:
         ax.fill_between(xs, lo, hi, color=color, alpha=0.15, linewidth=0)
         used = [r for r in rows if r["used"]]
         ax.plot(
-            [r["depth"] for r in used], [r["accuracy"] for r in used], "-o", color=color, ms=3, lw=1.6, label=m["title"]
+            [r["depth"] for r in used], [r["accuracy"] for r in used], "-o", color=color, ms=3, lw=1.6, label=_label(m)
         )
         unused = [r for r in rows if not r["used"]]
         if unused:  # dotted branch from the layer that feeds the connector through the unused blocks
@@ -88,7 +123,7 @@ def layer_curves_figure(report: Mapping[str, Any], probe: str) -> Figure:
                 lw=1.3,
                 marker="o",
                 ms=2.5,
-                label=f"{m['title']} (vision blocks not passed on)",
+                label=f"{_label(m)} (vision blocks not passed on)",
             )
         last = _rows(m, probe, "last-token")
         if last:
@@ -100,10 +135,13 @@ def layer_curves_figure(report: Mapping[str, Any], probe: str) -> Figure:
                 mec=color,
                 ms=8,
                 mew=1.6,
-                label=f"{m['title']} final-input-token probe",
+                label=f"{_label(m)} final-input-token probe",
             )
-        if m.get("p_final") is not None:
-            ax.plot([1.02], [m["p_final"]], "*", color=color, ms=13, label=f"{m['title']} P_final")
+        if i in star_x:
+            ci = m.get("p_final_ci95")
+            yerr = [[m["p_final"] - ci[0]], [ci[1] - m["p_final"]]] if ci else None
+            ax.errorbar([star_x[i]], [m["p_final"]], yerr=yerr, fmt="*", color=color, ms=13, mec="black", mew=0.5,
+                        elinewidth=1.0, capsize=2, label=f"{_label(m)} P_final" + (" ± 95% CI" if ci else ""))
         # stage ribbon
         stages: dict[str, list[float]] = {}
         for r in rows:
@@ -123,20 +161,21 @@ def layer_curves_figure(report: Mapping[str, Any], probe: str) -> Figure:
         chance = chance if chance is not None else rows[0].get("chance")
         curve = [r for r in rows if r["readout"] == "image-mean"]
         if curve:
-            ax.plot([r["depth"] for r in curve], [r["accuracy"] for r in curve], "-", color=color, lw=0.9, alpha=0.35)
+            ax.plot([r["depth"] for r in curve], [r["accuracy"] for r in curve], "-s", color=color, lw=1.3, ms=3,
+                    alpha=0.85, label=f"baseline {_label(m)} (curve)")
         best = max(rows, key=lambda r: r["accuracy"])
         ax.axhline(
             best["accuracy"],
             color=color,
             ls="--",
             lw=1.2,
-            label=f"baseline {m['title']} best ({best['id']}) {best['accuracy']:.3f}",
+            label=f"baseline {_label(m)} best ({best['id']}) {best['accuracy']:.3f}",
         )
     if chance is not None:
         ax.axhline(chance, color="#777777", ls=":", lw=1.0, label=f"majority-class chance {chance:.3f}")
     ax.set_ylabel(f"test accuracy ({probe} probe)")
     ax.set_ylim(0.0, 1.05)
-    ax.set_xlim(-0.03, 1.05)
+    ax.set_xlim(-0.03, max([1.05] + [x + 0.02 for x in star_x.values()]))
     ax.grid(alpha=0.3)
     ax.tick_params(labelbottom=False)
     title = f"Layer-wise probe accuracy ({probe})"
@@ -145,10 +184,87 @@ def layer_curves_figure(report: Mapping[str, Any], probe: str) -> Figure:
     ax.set_title(title, fontsize=11)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
     rib.set_yticks(range(len(mllms)))
-    rib.set_yticklabels([m["title"] for m in mllms], fontsize=7)
+    rib.set_yticklabels([_label(m) for m in mllms], fontsize=7)
     rib.set_ylim(-0.6, n_rib - 0.4)
     rib.set_xlabel("relative depth (0 = first probed layer, 1 = last)")
     rib.tick_params(axis="y", length=0)
+    return fig
+
+
+def _errbar(ax: Any, xs: list[float], ys: list[float], cis: list[Any], color: str) -> None:
+    """Vertical 95% interval bars where an interval is known (``[lo, hi]``; ``None`` skipped)."""
+    for x, y, ci in zip(xs, ys, cis):
+        if ci and len(ci) == 2 and None not in ci:
+            ax.errorbar([x], [y], yerr=[[y - ci[0]], [ci[1] - y]], fmt="none", ecolor=color, elinewidth=1.0, capsize=3)
+
+
+def layer_panels_png(report: Mapping[str, Any], probe: str) -> bytes:
+    """The per-model panels figure of ``probe`` (see the module docstring) as PNG bytes."""
+    return _png(layer_panels_figure(report, probe))
+
+
+def layer_panels_figure(report: Mapping[str, Any], probe: str, cols: int = 3) -> Figure:
+    """One small panel per report row (see the module docstring): x = probed layer index in the
+    model's order (tick labels: real layer ids, thinned to at most 12), y = test accuracy in [0, 1]."""
+    models = [m for m in report["models"] if _rows(m, probe)]
+    n = max(1, len(models))
+    cols = max(1, min(cols, n))
+    nrows = (n + cols - 1) // cols
+    fig = Figure(figsize=(4.2 * cols, 3.1 * nrows))
+    baselines = [m for m in report["models"] if m["kind"] == "baseline" and _rows(m, probe)]
+    best_base = max((r for b in baselines for r in _rows(b, probe)), key=lambda r: r["accuracy"], default=None)
+    best_base_model = next((b for b in baselines if best_base in _rows(b, probe)), None)
+    for k, m in enumerate(models):
+        ax = fig.add_subplot(nrows, cols, k + 1)
+        color = PALETTE[k % len(PALETTE)]
+        rows = _rows(m, probe, "image-mean") or _rows(m, probe, _rows(m, probe)[0]["readout"])
+        xs = list(range(len(rows)))
+        # stage shading behind the curve
+        start = 0
+        for j in range(1, len(rows) + 1):
+            if j == len(rows) or rows[j]["module"] != rows[start]["module"]:
+                ax.axvspan(start - 0.5, j - 0.5, color=STAGE_COLORS.get(rows[start]["module"], "#eeeeee"), alpha=0.45,
+                           linewidth=0)
+                ax.text((start + j - 1) / 2, 0.02, rows[start]["module"], ha="center", va="bottom", fontsize=7)
+                start = j
+        ax.fill_between(xs, [r["ci95"][0] for r in rows], [r["ci95"][1] for r in rows], color=color, alpha=0.25,
+                        linewidth=0)
+        ax.plot(xs, [r["accuracy"] for r in rows], "-o", color=color, ms=3, lw=1.5, label=f"{rows[0]['readout']}")
+        unused = [x for x, r in zip(xs, rows) if not r["used"]]
+        if unused:
+            ax.plot(unused, [rows[x]["accuracy"] for x in unused], "o", mfc="white", mec=color, ms=4,
+                    label="not passed on")
+        last = _rows(m, probe, "last-token")
+        if last and rows[0]["readout"] != "last-token":
+            ax.plot([len(rows) - 1], [last[-1]["accuracy"]], "D", mfc="white", mec=color, ms=6, label="last-token")
+        if m.get("p_final") is not None:
+            ci = m.get("p_final_ci95")
+            yerr = [[m["p_final"] - ci[0]], [ci[1] - m["p_final"]]] if ci else None
+            ax.errorbar([len(rows) - 0.3], [m["p_final"]], yerr=yerr, fmt="*", color=color, ms=11, mec="black",
+                        mew=0.5, capsize=2, label="P_final")
+        if m["kind"] == "mllm" and best_base is not None:
+            ax.axhline(best_base["accuracy"], color="#444444", ls="--", lw=1.0,
+                       label=f"best baseline ({best_base_model['title'] if best_base_model else '?'})")
+        chance = rows[0].get("chance")
+        if chance is not None:
+            ax.axhline(chance, color="#777777", ls=":", lw=1.0, label="chance")
+        step = max(1, (len(rows) + 11) // 12)
+        ticks = xs[::step]
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([rows[x]["id"] for x in ticks], rotation=60, ha="right", fontsize=6)
+        ax.set_xlim(-0.6, len(rows) - 0.4 + (0.5 if m.get("p_final") is not None else 0))
+        ax.set_ylim(0.0, 1.05)
+        ax.grid(alpha=0.25, axis="y")
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_title(_label(m) + (f" ({m['kind']})" if m["kind"] != "mllm" else ""), fontsize=8)
+        if k % cols == 0:
+            ax.set_ylabel(f"test accuracy ({probe})", fontsize=8)
+        ax.legend(fontsize=6, loc="lower right", bbox_to_anchor=(1.0, 0.07), frameon=True, framealpha=0.8)
+    title = f"Per-model layer curves ({probe} probe)"
+    if report.get("synthetic"):
+        title += " — SYNTHETIC: pipeline check only"
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
     return fig
 
 
@@ -168,13 +284,18 @@ def fhs_profiles_figure(report: Mapping[str, Any], probe: str) -> Figure:
         if not prof:
             continue
         color = PALETTE[i % len(PALETTE)]
-        vals = [prof["vision"]["score"], prof["connector"]["score"], prof["llm"]["score"], prof.get("p_final")]
+        mods = [prof["vision"], prof["connector"], prof["llm"]]
+        vals = [mods[0]["score"], mods[1]["score"], mods[2]["score"], prof.get("p_final")]
+        cis = [mod.get("ci95") for mod in mods] + [m.get("p_final_ci95")]
         if m["kind"] == "baseline":
             if vals[0] is not None:
-                ax.plot([0], [vals[0]], "D", color=color, ms=7, label=f"{m['title']} (baseline)")
+                ax.plot([0], [vals[0]], "D", color=color, ms=7, label=f"{_label(m)} (baseline)")
+                _errbar(ax, [0], [vals[0]], [cis[0]], color)
             continue
         xs = [k for k, v in enumerate(vals) if v is not None]
-        ax.plot(xs, [vals[k] for k in xs], "-o", color=color, lw=1.6, label=m["title"])
+        shift = 0.04 * (i - (len(report["models"]) - 1) / 2)  # keep equal values of different models apart
+        ax.plot([k + shift for k in xs], [vals[k] for k in xs], "-o", color=color, lw=1.6, label=_label(m))
+        _errbar(ax, [k + shift for k in xs], [vals[k] for k in xs], [cis[k] for k in xs], color)
     ax.set_xticks(range(4))
     ax.set_xticklabels(labels)
     ax.set_ylabel("score (FHS) / accuracy (P_final)")

@@ -15,11 +15,19 @@ The input per model, as a dict (``ModelInput.from_dict``)::
      "layers": [{"id": "vision.00", "stage": "vision", "depth": 0.0, "used": True,
                  "feeds_connector": False, "readout": "image-mean",
                  "result": <LayerProbeResult or its dict>}, ...],     # or "results": {probe: ...}
-     "p_final": 0.52, "p_final_n": 200, "manifest": {...}}
+     "p_final": 0.52, "p_final_n": 200, "manifest": {...},
+     # optional: what makes this run differ from another run of the same card
+     "card": "lingshu-7b", "run_key": "3f2a...", "condition": {...}, "dataset": {...}}
+
+A report row is a *run*: two runs of one card (before / after LoRA, pretrained vs random
+weights, two checkpoints) share a report. Their row ids are made unique from the run's
+``condition`` (:func:`condition_of`): ``"lingshu-7b [pretrained]"`` and
+``"lingshu-7b [pretrained + LoRA sft-a (1a2b3c4d)]"``; a card that appears once keeps its card id.
 """
 
 from __future__ import annotations
 
+import copy as _copy
 import datetime as _dt
 import json
 from dataclasses import dataclass, field
@@ -42,6 +50,57 @@ READOUT_ORDER = {"image-mean": 0, "cls": 1, "last-token": 2, "text-mean": 3}
 
 class ReportError(ProbeError):
     """Report inputs are inconsistent or a report file cannot be read; names the model / file."""
+
+
+#: weights kinds of a run's condition (``condition["weights"]``)
+WEIGHT_KINDS = ("pretrained", "random", "tiny", "trained")
+
+
+def condition_of(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The condition a run was made under, from its manifest: which weights, from where, with
+    which LoRA adapter. Keys: ``weights`` (one of :data:`WEIGHT_KINDS`: ``tiny`` = ``--tiny``
+    random model, ``random`` = ``--random-init``, ``trained`` = a ``medprobe train`` backbone,
+    else ``pretrained``), ``source`` (the weights string the run recorded, e.g.
+    ``"hub:org/name@main"`` / ``"local:/ckpt"``; ``None`` when unknown), ``revision``, ``lora``
+    (``None`` or ``{"name", "sha256", "merged"}``) and ``label``, a short human-readable summary
+    (``"pretrained"``, ``"random weights"``, ``"tiny random"``, ``"pretrained + LoRA sft (1a2b3c4d)"``)."""
+    model = manifest.get("model") or {}
+    weights = str(model.get("weights") or manifest.get("weights") or "")
+    base, _, trained = weights.partition("+trained(")
+    if base.startswith("tiny-random"):
+        kind, label = "tiny", "tiny random"
+    elif base.startswith("random"):
+        kind, label = "random", "random weights"
+    else:
+        kind, label = "pretrained", "pretrained"
+    if trained:
+        kind = "trained"
+        label += f" + trained ({trained.split(')', 1)[0]})"
+    lora = None
+    identity = model.get("adapter_lora") or manifest.get("adapter_lora")
+    if identity:
+        path = str(identity.get("path") or "")
+        name = Path(path.rstrip("/")).name if path else "adapter"
+        sha = str(identity.get("sha256") or "")
+        lora = {"name": name, "sha256": sha or None, "merged": bool(identity.get("merged"))}
+        label += f" + LoRA {name}" + (f" ({sha[:8]})" if sha else "") + (", merged" if lora["merged"] else "")
+    return {
+        "weights": kind,
+        "source": weights or None,
+        "revision": model.get("revision"),
+        "lora": lora,
+        "label": label,
+    }
+
+
+def condition_label(condition: Any) -> str:
+    """The label of a model entry's ``condition`` (a dict as :func:`condition_of` makes, or a
+    plain string); ``""`` when there is none."""
+    if not condition:
+        return ""
+    if isinstance(condition, Mapping):
+        return str(condition.get("label") or condition.get("weights") or "")
+    return str(condition)
 
 
 @dataclass
@@ -123,6 +182,15 @@ class ModelInput:
     #: where ``p_final`` comes from: ``None`` (an MLLM's own answers) or ``"zeroshot"`` (a
     #: contrastive baseline's zero-shot accuracy, ``medprobe zeroshot``)
     p_final_source: str | None = None
+    #: the model card id (``model`` is the row id; they differ for a ``train`` run's row)
+    card: str | None = None
+    #: the feature-store run key the row was probed from
+    run_key: str | None = None
+    #: :func:`condition_of` the run (weights kind, source, LoRA adapter, label)
+    condition: dict[str, Any] | None = None
+    #: what the run read: ``spec``, ``name``, ``classes``, ``splits`` ({split: n samples}),
+    #: ``n`` and ``skipped`` (count of undecodable samples left out)
+    dataset: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -147,6 +215,10 @@ class ModelInput:
                 "p_final_n": self.p_final_n,
                 "p_final_source": self.p_final_source,
                 "manifest": self.manifest,
+                "card": self.card,
+                "run_key": self.run_key,
+                "condition": self.condition,
+                "dataset": self.dataset,
             }
         )
 
@@ -167,6 +239,10 @@ class ModelInput:
             p_final_n=d.get("p_final_n"),
             manifest=dict(d.get("manifest") or {}),
             p_final_source=d.get("p_final_source"),
+            card=d.get("card"),
+            run_key=d.get("run_key"),
+            condition=d.get("condition"),
+            dataset=d.get("dataset"),
         )
 
     @classmethod
@@ -276,10 +352,7 @@ def build_report(
     inputs = [m if isinstance(m, ModelInput) else ModelInput.from_dict(m) for m in models]
     if not inputs:
         raise ReportError("a report needs at least one model")
-    ids = [m.model for m in inputs]
-    dups = sorted({i for i in ids if ids.count(i) > 1})
-    if dups:
-        raise ReportError(f"model ids appear more than once: {dups}")
+    row_ids = unique_row_ids(inputs)
     probes = list(dict.fromkeys(p for m in inputs for layer in m.layers for p in layer.results))
     if not probes:
         raise ReportError("no model has probe results")
@@ -289,6 +362,7 @@ def build_report(
     th = thresholds or _diagnosis.Thresholds()
 
     rows_of: dict[str, list[dict[str, Any]]] = {}
+    inputs = [_with_row_id(m, rid) for m, rid in zip(inputs, row_ids)]
     for m in inputs:
         layers = sorted(m.layers, key=lambda x: (x.depth, READOUT_ORDER.get(x.readout, 9)))
         rows_of[m.model] = [_row(layer, p, layer.results[p]) for p in probes for layer in layers if p in layer.results]
@@ -331,6 +405,10 @@ def build_report(
                 "p_final_n": m.p_final_n,
                 "p_final_ci95": p_final_ci,
                 "p_final_source": m.p_final_source,
+                "card": m.card or m.model,
+                "run_key": m.run_key or (m.manifest or {}).get("run_key"),
+                "condition": m.condition,
+                "dataset": m.dataset,
                 "layers": rows,
                 "fhs": fhs,
                 "diagnosis": diag,
@@ -382,6 +460,48 @@ def build_report(
         "extra": dict(extra or {}),
     }
     return _clean(report)
+
+
+def _run_key(m: ModelInput) -> str | None:
+    return m.run_key or (m.manifest or {}).get("run_key")
+
+
+def unique_row_ids(inputs: Sequence[ModelInput]) -> list[str]:
+    """One report row id per input: its ``model`` id when that is unique, else ``"<id> [<condition
+    label>]"``, then with the weights source, then the run key's first 8 characters, until the
+    ids differ. The same run given twice (same id, condition and run key) raises
+    :class:`ReportError`."""
+    ids = [m.model for m in inputs]
+    steps = [
+        lambda m: condition_label(m.condition),
+        lambda m: ", ".join(x for x in (condition_label(m.condition), (m.condition or {}).get("source")
+                                        if isinstance(m.condition, Mapping) else None) if x),
+        lambda m: ", ".join(x for x in (condition_label(m.condition), (_run_key(m) or "")[:8]) if x),
+    ]
+    for step in steps:
+        dups = {i for i in ids if ids.count(i) > 1}
+        if not dups:
+            return ids
+        ids = [f"{m.model} [{step(m)}]" if i in dups and step(m) else i for m, i in zip(inputs, ids)]
+    dups = sorted({m.model for m, i in zip(inputs, ids) if ids.count(i) > 1})
+    if dups:
+        raise ReportError(
+            f"model ids appear more than once: {dups} (the same run, or runs with the same condition and no run key; "
+            "pass each run once)"
+        )
+    return ids
+
+
+def _with_row_id(m: ModelInput, row_id: str) -> ModelInput:
+    if row_id == m.model:
+        return m
+    out = _copy.copy(m)
+    out.card = m.card or m.model
+    out.model = row_id
+    label = condition_label(m.condition)
+    if label and label not in out.title:
+        out.title = f"{m.title} [{label}]"
+    return out
 
 
 def _trained_entries(trained: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

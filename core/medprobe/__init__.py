@@ -50,7 +50,7 @@ _API: dict[str, str] = {
     "verify_run": "medprobe.api:verify_run",
     "remove_run": "medprobe.api:remove_run",
     # analysis
-    "probe": "medprobe.pipeline:probe_run",
+    "probe": "medprobe.api:probe",
     "report": "medprobe.api:report",
     "load_report": "medprobe.api:load_report",
     "compare": "medprobe.api:compare",

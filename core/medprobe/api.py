@@ -7,14 +7,16 @@
     model = mp.load("lingshu-7b", tiny=True)                 # a LoadedModel (torch module + layer map)
     ds = mp.dataset("synthetic:lesions")                     # medprobe datasets show synthetic:lesions
     run = mp.extract(model, ds, out="runs/", layers="vision.*,connector,llm.*")   # medprobe extract
-    probes = mp.probe(run, probe="linear")                   # medprobe probe RUN
+    res = mp.probe(run, probe="linear")                      # medprobe probe RUN -> ProbeResults
+    both = mp.probe(run, probe="linear,mlp")                 # several probes -> {name: ProbeResults}
     report = mp.report([run, ...])                           # medprobe report RUN... (a Report)
     report.fhs("lingshu-7b"); report.diagnosis("lingshu-7b"); report.plot_layers()
 
 The CLI commands (:mod:`medprobe.commands`) parse options, call these functions and print; no
 pipeline logic lives only in the CLI. Functions that are already the single implementation
 elsewhere are exported from there unchanged (``mp.extract`` is :func:`medprobe.extract.extract`,
-``mp.probe`` is :func:`medprobe.pipeline.probe_run`); see ``docs/api.md`` for the full table.
+``mp.probe`` is :func:`probe` over :func:`medprobe.pipeline.probe_run`, returning the single
+result when one probe is named); see ``docs/api.md`` for the full table.
 
 Importing this module imports no torch: listing cards, reading runs and reports stays light;
 loading a model or extracting features imports torch when called.
@@ -229,6 +231,26 @@ def _run(run: "Run | str | Path") -> "Run":
     from .store import Run
 
     return run if isinstance(run, Run) else Run.open(run)
+
+
+def probe(run: "Run | str | Path", probe: str | Sequence[str] = "linear", **options: Any) -> Any:
+    """Probe every captured (layer, readout) of ``run`` (``medprobe probe RUN``).
+
+    ``probe`` names one probe (``"linear"``, ``"mlp"``, ``["mlp"]``): returns its
+    :class:`~medprobe.analysis.results.ProbeResults`. Several (``"linear,mlp"``, ``"all"``, a list
+    of two or more): returns probe name -> ProbeResults, in the order named. ``options`` are those
+    of :func:`medprobe.pipeline.probe_run` (``seed=0``, ``controls=True``, ``force=False``, probe
+    hyper-parameters); results already saved for the same probe and seed are loaded, not retrained.
+    """
+    from .pipeline import parse_probes, probe_run
+
+    names = [probe] if isinstance(probe, str) else list(probe)
+    several = len(names) != 1 or "," in names[0] or names[0].strip() == "all"
+    results = probe_run(run, probe, **options)
+    if several:
+        return results
+    (name,) = parse_probes(names)
+    return results[name]
 
 
 def list_runs(root: str | Path | None = None) -> list["Run"]:

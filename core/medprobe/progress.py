@@ -2,8 +2,10 @@
 
 ``progress_bar(total, enabled=None)`` decides:
 
-* inside a Jupyter kernel (:func:`in_jupyter`): shown; the widget bar of ``tqdm.notebook`` when
-  ``ipywidgets`` is installed, else tqdm's text bar, which the notebook shows as stderr output;
+* inside a Jupyter kernel (:func:`in_jupyter`): shown; ``tqdm.auto``'s widget bar when
+  ``ipywidgets`` really imports (tqdm's ``IProgress`` is available), else -- ipywidgets missing,
+  broken or too old -- tqdm's text bar, which the notebook shows as stderr output, with no
+  "IProgress not found" warning or error;
 * elsewhere: tqdm's text bar, shown only when stderr is a terminal (so logs, pipes and CI stay
   clean).
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import warnings
 from typing import Any
 
 
@@ -34,7 +37,17 @@ def in_jupyter() -> bool:
 
 
 def _has_widgets() -> bool:
-    return importlib.util.find_spec("ipywidgets") is not None
+    """True when tqdm's notebook front end can draw: ipywidgets imports and provides the
+    ``IProgress`` widget tqdm needs (a missing, broken or too old ipywidgets gives False)."""
+    if importlib.util.find_spec("ipywidgets") is None:
+        return False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from tqdm.notebook import IProgress
+    except Exception:  # a broken ipywidgets install: fall back to the text bar
+        return False
+    return IProgress is not None
 
 
 def progress_bar(total: int, initial: int = 0, desc: str = "", enabled: bool | None = None) -> Any:
@@ -44,7 +57,9 @@ def progress_bar(total: int, initial: int = 0, desc: str = "", enabled: bool | N
     if enabled is None:
         enabled = notebook or sys.stderr.isatty()
     if notebook and enabled and _has_widgets():
-        from tqdm.notebook import tqdm
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tqdm.auto's TqdmExperimentalWarning
+            from tqdm.auto import tqdm
     else:
         from tqdm.std import tqdm
     return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, leave=False)

@@ -364,6 +364,14 @@ class Report:
 
         return layer_curves_figure(self.data, self._probe(probe))
 
+    def plot_panels(self, probe: str | None = None) -> "Figure":
+        """One small panel per report row (the second figure of ``report.html``): test accuracy
+        (y, [0, 1]) per probed layer, x labelled with the real layer ids, stage shading, CI band,
+        chance, best baseline and P_final with its 95% CI."""
+        from .analysis.figures import layer_panels_figure
+
+        return layer_panels_figure(self.data, self._probe(probe))
+
     def plot_fhs(self, probe: str | None = None) -> "Figure":
         """FHS_V -> FHS_C -> FHS_L -> P_final per model (baselines at FHS_V), as a Figure."""
         from .analysis.figures import fhs_profiles_figure

@@ -161,6 +161,20 @@ class Run:
         path = Path(path)
         return cls(path, read_record(path, MANIFEST, FORMAT, "run"))
 
+    def __repr__(self) -> str:
+        """Short: card, dataset, key, rows, layers, status (never the sample ids of the manifest)."""
+        m = self.manifest
+        ds = m.get("dataset") or {}
+        status = "complete" if self.complete else f"incomplete {m.get('rows_done', 0)}/{len(ds.get('sample_ids') or [])}"
+        return (
+            f"Run({str(self.path)!r}, card={(m.get('model') or {}).get('card', {}).get('id')!r}, "
+            f"dataset={ds.get('spec')!r}, key={str(m.get('run_key', ''))[:12]!r}, n={len(ds.get('sample_ids') or [])}, "
+            f"layers={len(m.get('layers') or [])}, {status})"
+        )
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:  # IPython / Jupyter use the same short form
+        p.text(repr(self))
+
     @property
     def complete(self) -> bool:
         return self.manifest.get("status") == "complete"

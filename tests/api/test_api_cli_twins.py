@@ -95,7 +95,7 @@ def test_probe(api_runs, tmp_path):
     src = api_runs.mllm.path
     one = shutil.copytree(src, tmp_path / "one" / src.name, ignore=shutil.ignore_patterns("probes", ".lock"))
     two = shutil.copytree(src, tmp_path / "two" / src.name, ignore=shutil.ignore_patterns("probes", ".lock"))
-    api = mp.probe(one, probe="linear", seed=0)["linear"].to_dict()
+    api = mp.probe(one, probe="linear", seed=0).to_dict()  # one probe named: its ProbeResults
     cli = cli_json(["probe", str(two), "--probe", "linear", "--seed", "0", "--json"])["linear"]
     api.pop("elapsed_s"), cli.pop("elapsed_s")
     assert api == cli

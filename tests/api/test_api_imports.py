@@ -55,7 +55,7 @@ def test_api_functions_are_not_replaced_by_same_named_submodules():
     extract_module = importlib.import_module("medprobe.extract")
     importlib.import_module("medprobe.pipeline")
     assert mp.extract is extract_module.extract and callable(mp.extract)
-    assert mp.probe is sys.modules["medprobe.pipeline"].probe_run
+    assert mp.probe is sys.modules["medprobe.api"].probe
     from medprobe.extract import plan_extract  # the module itself stays importable
 
     assert callable(plan_extract)

@@ -128,6 +128,11 @@ def test_plots_return_figures_shared_with_the_png_writer(api_report):
     fhs = api_report.plot_fhs()
     assert isinstance(fhs, Figure) and [t.get_text() for t in fhs.axes[0].get_xticklabels()] == ["FHS_V", "FHS_C", "FHS_L", "P_final"]
     assert figures.layer_curves_png(api_report.to_dict(), "linear").startswith(b"\x89PNG")
+    panels = api_report.plot_panels()
+    titled = [ax for ax in panels.axes if ax.get_title()]
+    assert len(titled) == len(api_report.models)  # one panel per report row
+    ids = [lr.id for lr in api_report.models[0].rows(readout="image-mean")]
+    assert [t.get_text() for t in titled[0].get_xticklabels()] == ids[:: max(1, (len(ids) + 11) // 12)]
 
 
 def test_notebook_display(api_report):

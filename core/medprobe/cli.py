@@ -33,11 +33,52 @@ BUILTIN_COMMANDS: dict[str, str] = {
 }
 
 
+def close_names(name: str, choices: "list[str] | tuple[str, ...] | set[str]", n: int = 3) -> list[str]:
+    """Up to ``n`` of ``choices`` closest to the mistyped ``name`` (difflib ratio >= 0.6, and names
+    that start with what was typed), best first."""
+    import difflib
+
+    choices = list(choices)
+    close = difflib.get_close_matches(name, choices, n=n, cutoff=0.6)
+    prefixed = [c for c in choices if name and c.startswith(name) and c not in close]
+    return (close + prefixed)[:n]
+
+
+def did_you_mean(name: str, choices: "list[str] | tuple[str, ...] | set[str]") -> str:
+    """``" Did you mean 'models'?"`` (or ``" Did you mean one of 'a', 'b'?"``); ``""`` when no name is close."""
+    close = close_names(name, choices)
+    if not close:
+        return ""
+    if len(close) == 1:
+        return f" Did you mean '{close[0]}'?"
+    return " Did you mean one of " + ", ".join(f"'{c}'" for c in close) + "?"
+
+
 class LazyGroup(click.Group):
-    """A click group whose built-in commands are imported on first use."""
+    """A click group whose built-in commands are imported on first use; a mistyped command name
+    gets the close names, and the command list shows each command's first sentence in full."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(BUILTIN_COMMANDS) | set(self.commands))
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        name = click.utils.make_str(args[0]) if args else ""
+        if args and self.get_command(ctx, name) is None and not name.startswith("-"):
+            hint = did_you_mean(name, self.list_commands(ctx))
+            ctx.fail(f"No such command '{name}'.{hint} ('medprobe --help' lists the commands.)")
+        return super().resolve_command(ctx, args)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Like click's, but each command's first sentence is never cut to the terminal width."""
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is None or cmd.hidden:
+                continue
+            rows.append((name, cmd.get_short_help_str(limit=500)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in self.commands:
@@ -69,6 +110,14 @@ def cli() -> None:
     """
 
 
+#: what Ctrl-C prints: what is kept and how to go on
+INTERRUPTED = (
+    "Interrupted. Nothing already written is lost: run the same command again to resume "
+    "(extract and classify continue from their last complete batch and say 'resumed at row N of M'; "
+    "grid run skips finished jobs; probe and report reuse saved probe results). "
+    "'medprobe cache ls' lists runs, incomplete ones included."
+)
+
 _PLUGIN_COMMANDS_ADDED = False
 
 
@@ -94,8 +143,8 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
-        sys.exit(1)
+        click.echo(INTERRUPTED, err=True)
+        sys.exit(130)
     except MedprobeError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(2)

@@ -52,6 +52,27 @@ class LayerMapError(MedprobeError):
         super().__init__(f"layer map of '{model}' is invalid:\n" + "\n".join(f"  - {p}" for p in self.problems))
 
 
+class LayerSelectionError(LayerMapError):
+    """A ``--layers`` pattern matches no layer of the model: the map is fine, the pattern is not.
+    The message names the pattern, the close patterns and the model's layer ids."""
+
+    def __init__(self, model: str, pattern: str, ids: Sequence[str], stages: Sequence[str] = ()):
+        import difflib
+
+        self.model, self.pattern = model, pattern
+        stems = list(dict.fromkeys(i.rsplit(".", 1)[0] + ".*" for i in ids if "." in i))
+        vocabulary = list(dict.fromkeys([*stems, *stages, *ids]))
+        close = difflib.get_close_matches(pattern, vocabulary, n=3, cutoff=0.6)
+        hint = (" Did you mean " + " or ".join(f"'{c}'" for c in close) + "?") if close else ""
+        self.problems = [f"layer pattern '{pattern}' matches none of: {', '.join(ids)}"]
+        MedprobeError.__init__(
+            self,
+            f"--layers: pattern '{pattern}' matches none of the layers of '{model}'.{hint} Its layers: {', '.join(ids)}"
+            + (f"; stages: {', '.join(stages)}" if stages else "")
+            + f" (list them with 'medprobe models layers {model} --tiny').",
+        )
+
+
 @dataclass(frozen=True)
 class LayerSpec:
     """One hookable layer."""
@@ -167,7 +188,8 @@ class LayerMap:
                 if fnmatch.fnmatchcase(s.id, pat) or s.stage == pat or s.module == pat
             }
             if not hit:
-                raise LayerMapError(self.model, [f"layer pattern '{pat}' matches none of: {', '.join(self.ids)}"])
+                stages = list(dict.fromkeys([s.stage for s in self.layers] + [s.module for s in self.layers]))
+                raise LayerSelectionError(self.model, pat, self.ids, stages)
             chosen |= hit
         return [s for s in self.layers if s.id in chosen]
 

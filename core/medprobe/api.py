@@ -352,8 +352,9 @@ def compare(
     device: str = "auto",
     dtype: str = "auto",
     seed: int = 0,
-    classify: str | None = "score",
+    classify: str | None = "generate",
     progress: bool | None = None,
+    store: str | Path | None = None,
     **load_options: Any,
 ) -> Report:
     """Extract, probe, classify, score and report several models on one dataset (``medprobe compare``).
@@ -362,14 +363,16 @@ def compare(
     under ``out/runs`` and the report files written into ``out``. ``readouts`` default to
     ``image-mean,last-token``; ``layers`` to all layers; ``tiny`` uses tiny random models (a
     pipeline check, flagged synthetic). ``classify``: how MLLMs answer for ``P_final``
-    (``"score"``, ``"generate"``, or ``None`` to skip). ``load_options`` go to every model's loader.
+    (``"generate"``, the default of ``medprobe classify`` too; ``"score"``; or ``None`` to skip).
+    ``store``: keep the runs under this store root (default ``out/runs``; the CLI passes
+    ``--store`` or ``$MEDPROBE_CACHE_DIR``). ``load_options`` go to every model's loader.
     """
     from .pipeline import compare as _compare
 
     refs = _split_models(models)
     data = _compare(refs, dataset, out, tiny=tiny, probes=probe, layers=layers, readouts=readouts,
                     batch_size=batch_size, limit=limit, device=device, dtype=dtype, seed=seed, progress=progress,
-                    classify_mode=classify, load_options=load_options or None)  # fmt: skip
+                    classify_mode=classify, load_options=load_options or None, store=store)  # fmt: skip
     return Report.from_dict(data, path=Path(out) / "report.json")
 
 
@@ -379,13 +382,15 @@ def demo(
     probe: str | Sequence[str] = "linear",
     dataset: str | None = None,
     progress: bool | None = None,
+    store: str | Path | None = None,
 ) -> Report:
     """The offline demo (``medprobe demo``): tiny random models of three MLLM families and two
     baselines (:data:`medprobe.pipeline.DEMO_MODELS`) on the embedded synthetic dataset
     (default :data:`medprobe.pipeline.DEMO_DATASET`; pass a smaller ``synthetic:lesions?n=...``
     for a quicker run). Every number is synthetic: it checks the pipeline, not a medical finding.
+    ``store``: keep the runs under this store root (default ``out/runs``).
     """
     from .pipeline import demo as _demo
 
-    data = _demo(out, probes=probe, dataset=dataset, progress=progress)
+    data = _demo(out, probes=probe, dataset=dataset, progress=progress, store=store)
     return Report.from_dict(data, path=Path(out) / "report.json")

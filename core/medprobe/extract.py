@@ -313,6 +313,7 @@ def extract(
             try:
                 existing = Run.open(run_dir)
                 if existing.complete and existing.key == plan.key:
+                    existing.outcome = {"status": "reused", "rows": len(samples)}
                     return existing
             except MedprobeError:
                 pass
@@ -338,4 +339,6 @@ def extract(
                     on_batch(batch_no)
         bar.close()
         labels = np.array([s.label for s in samples], dtype=np.int64)
-        return writer.finalize(labels, [s.split for s in samples])
+        run = writer.finalize(labels, [s.split for s in samples])
+        run.outcome = {"status": "resumed" if start else "new", "from_row": start, "rows": len(samples)}
+        return run

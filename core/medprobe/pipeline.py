@@ -387,10 +387,13 @@ def compare(
     progress: bool | None = None,
     load_options: Mapping[str, Any] | None = None,
     classify_mode: str | None = "score",
+    store: str | Path | None = None,
 ) -> dict[str, Any]:
     """Extract every model on ``dataset`` (runs under ``out/runs``), ask every MLLM the
     classification question (classify runs under ``out/classify``, for ``P_final``), probe, score
-    and report into ``out``. Returns the report dict.
+    and report into ``out``. Returns the report dict. ``store``: keep the extract and classify runs
+    under this store root instead (``--store`` / ``$MEDPROBE_CACHE_DIR``), where other commands
+    reuse them.
 
     ``classify_mode``: ``"score"`` (default: answer log-likelihoods, fast), ``"generate"``
     (greedy answers, parsed), or ``None`` (no classify runs; ``P_final`` stays empty). Families
@@ -409,14 +412,14 @@ def compare(
     runs: list[Any] = []
     for ref in models:
         runs.append(
-            extract(ref, dataset, out / "runs", layers=layers, readouts=readouts, batch_size=batch_size, device=device,
+            extract(ref, dataset, Path(store) if store else out / "runs", layers=layers, readouts=readouts, batch_size=batch_size, device=device,
                     dtype=dtype, limit=limit, tiny=tiny, seed=seed, progress=progress, **options)
         )
         card = get_card(ref)
         if classify_mode is not None and card.kind == "mllm":
             mode = classify_mode if classify_mode != "score" or supports_score(card) else "generate"
             runs.append(
-                classify(ref, dataset, out / "classify", mode=mode, tiny=tiny, batch_size=batch_size, limit=limit,
+                classify(ref, dataset, Path(store) if store else out / "classify", mode=mode, tiny=tiny, batch_size=batch_size, limit=limit,
                          device=device, dtype=dtype, seed=seed, progress=progress, **options)
             )
     return report_runs(runs, out, probes=probes, seed=seed, title=f"medprobe comparison on {dataset}")
@@ -429,10 +432,11 @@ def demo(
     dataset: str | None = None,
     progress: bool | None = None,
     classify_mode: str | None = "score",
+    store: str | Path | None = None,
 ) -> dict[str, Any]:
     """The offline demo: tiny random models of three MLLM families and two baselines on the
     embedded synthetic dataset (``dataset``: another synthetic spec, e.g. a smaller one), with
     ``P_final`` from classify runs of the MLLMs. Every output is marked synthetic: it checks the
     pipeline only."""
     return compare(list(DEMO_MODELS), dataset or DEMO_DATASET, out, tiny=True, probes=probes, batch_size=16,
-                   progress=progress, classify_mode=classify_mode)
+                   progress=progress, classify_mode=classify_mode, store=store)

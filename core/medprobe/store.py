@@ -32,7 +32,7 @@ import os
 import shutil
 import struct
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -155,6 +155,9 @@ class Run:
 
     path: Path
     manifest: dict[str, Any]
+    #: what the call that returned this run did (not stored): ``{"status": "new" | "reused" |
+    #: "resumed", "from_row": first row computed, "rows": total}``; ``None`` for an opened run
+    outcome: dict[str, Any] | None = field(default=None, compare=False)
 
     @classmethod
     def open(cls, path: str | Path) -> "Run":

@@ -60,7 +60,7 @@ def test_dataset():
 
 def test_extract(api_runs, tmp_path):
     """The CLI's run of the same model and data has the same run key and the same features."""
-    cli = cli_json(["extract", "--model", "example-cnn", "--dataset", DATA, "--out", str(tmp_path), "--tiny",
+    cli = cli_json(["extract", "--model", "example-cnn", "--dataset", DATA, "--store", str(tmp_path), "--tiny",
                     "--batch-size", "8", "--json"])  # fmt: skip
     run = mp.open_run(cli["run"])
     api = api_runs.cnn
@@ -80,7 +80,7 @@ def test_cache_functions(api_runs, tmp_path):
     for extra in ("probes",):
         shutil.rmtree(a / extra, ignore_errors=True)
         shutil.rmtree(b / extra, ignore_errors=True)
-    listed = cli_json(["cache", "ls", "--root", str(root), "--json"])
+    listed = cli_json(["cache", "ls", "--store", str(root), "--json"])
     assert [r["run"] for r in listed] == [r.path.name for r in mp.list_runs(root)]
     assert [r["model"] for r in listed] == [mp.run_info(r).model for r in mp.list_runs(root)]
     assert mp.run_info(a).to_dict() == cli_json(["cache", "info", str(a), "--json"])

@@ -216,7 +216,7 @@ def test_prompt_and_in_pass_features_match_extract(mode, tmp_path):
 
 
 def test_cli_classify(tmp_path):
-    args = ["classify", "-m", "medgemma-4b", "-d", DATA, "--out", str(tmp_path), "--tiny", "--mode", "generate",
+    args = ["classify", "-m", "medgemma-4b", "-d", DATA, "--store", str(tmp_path), "--tiny", "--mode", "generate",
             "--max-new-tokens", "2", "--batch-size", "6"]
     out = CliRunner().invoke(cli, [*args, "--json"])
     assert out.exit_code == 0, out.output

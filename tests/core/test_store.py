@@ -135,7 +135,7 @@ def test_verify_detects_corruption_and_cache_cli(tmp_path):
 
     run = extract(MODEL, DATA, tmp_path, tiny=True, batch_size=4, progress=False)
     runner = CliRunner()
-    out = runner.invoke(cli, ["cache", "ls", "--root", str(tmp_path), "--json"])
+    out = runner.invoke(cli, ["cache", "ls", "--store", str(tmp_path), "--json"])
     assert out.exit_code == 0 and json.loads(out.output)[0]["model"] == MODEL
     out = runner.invoke(cli, ["cache", "info", str(run.path), "--json"])
     assert out.exit_code == 0 and json.loads(out.output)["status"] == "complete"
@@ -156,7 +156,7 @@ def test_extract_cli(tmp_path):
     from medprobe.cli import cli
 
     out = CliRunner().invoke(
-        cli, ["extract", "--model", MODEL, "--dataset", DATA, "--out", str(tmp_path), "--tiny", "--batch-size", "4", "--json"]
+        cli, ["extract", "--model", MODEL, "--dataset", DATA, "--store", str(tmp_path), "--tiny", "--batch-size", "4", "--json"]
     )
     assert out.exit_code == 0, out.output
     summary = json.loads(out.output)

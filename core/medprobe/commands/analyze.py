@@ -2,14 +2,49 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
-PROBE_CHOICES = click.Choice(["linear", "mlp", "all"])
+from .common import (
+    CLASSIFY_MODE_HELP,
+    DEFAULT_CLASSIFY_MODE,
+    json_option,
+    layers_option,
+    limit_option,
+    probe_option,
+    readout_option,
+    skip_bad_option,
+    dataset_spec,
+)
 
 
-def _print_report_summary(rep, out: str | None) -> None:
-    """Print the FHS profiles of a :class:`medprobe.reporting.Report` (or its dict)."""
+def _print_report_summary(rep, out: str | None, as_json: bool = False) -> None:
+    """Print the FHS profiles of a :class:`medprobe.reporting.Report` (or its dict); with
+    ``as_json`` the summary as JSON (report path, rows with card, condition, FHS, P_final)."""
     report = rep.data if hasattr(rep, "data") else rep
+    if as_json:
+        from .output import echo_json
+
+        primary = report.get("primary_probe")
+        echo_json({
+            "report": str(out) if out else None,
+            "synthetic": report.get("synthetic"),
+            "primary_probe": primary,
+            "models": [
+                {"id": m["id"], "card": m.get("card") or m["id"], "kind": m["kind"],
+                 "condition": (m.get("condition") or {}).get("label") if isinstance(m.get("condition"), dict)
+                 else m.get("condition"),
+                 "p_final": m.get("p_final"), "p_final_ci95": m.get("p_final_ci95"),
+                 "fhs": ((m.get("fhs") or {}).get(primary) or {}).get("profile")}
+                for m in report["models"]
+            ],
+        })  # fmt: skip
+        return
+    for m in report["models"]:
+        skipped = (m.get("dataset") or {}).get("skipped")
+        if skipped:
+            click.echo(f"{m['id']}: {skipped} bad sample(s) were skipped (--skip-bad)", err=True)
     if report.get("synthetic"):
         click.echo(f"NOTE: {report.get('banner', 'synthetic inputs')}")
     primary = report.get("primary_probe")
@@ -23,24 +58,30 @@ def _print_report_summary(rep, out: str | None) -> None:
 
 @click.command()
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
-@click.option("--probe", "probe", type=PROBE_CHOICES, default="linear", show_default=True)
-@click.option("--seed", default=0, show_default=True, type=int)
+@probe_option
+@click.option("--seed", default=0, show_default=True, type=int, help="Seeds the probe's training and its controls.")
 @click.option("--no-controls", is_flag=True, help="Skip the permutation null and the control task.")
-@click.option("--force", is_flag=True, help="Retrain even when results for this probe and seed exist.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--force", is_flag=True, help="Retrain even when results for this probe and seed exist (default: reuse them).")
+@json_option("Print every probe's results as JSON (probe name -> results).")
 def probe(run, probe, seed, no_controls, force, as_json):
-    """Probe every captured layer of RUN (all layers trained together, batched)."""
+    """Probe every captured layer of RUN (all layers trained together, batched).
+
+    Results are saved in RUN/probes/<probe>-seed<seed>; a rerun reuses them (the output says so)."""
     from ..pipeline import probe_dir, probe_run  # probe_run is the API's medprobe.probe
     from ..store import Run
     from .output import echo_json, echo_table
 
     r = Run.open(run)
+    from ..pipeline import parse_probes
+
+    saved = {n for n in parse_probes(probe) if not force and (probe_dir(r, n, seed) / "results.json").is_file()}
     results = probe_run(r, probe, seed=seed, controls=not no_controls, force=force)
     if as_json:
         echo_json({name: res.to_dict() for name, res in results.items()})
         return
     for name, res in results.items():
-        click.echo(f"{name} probe (seed {seed}) -> {probe_dir(r, name, seed)}")
+        how = "reused saved results (--force retrains)" if name in saved else "trained"
+        click.echo(f"{name} probe (seed {seed}) -> {probe_dir(r, name, seed)}: {how}")
         echo_table(
             ["layer/readout", "accuracy", "95% CI", "chance", "perm p", "selectivity"],
             [
@@ -59,50 +100,67 @@ def probe(run, probe, seed, no_controls, force, as_json):
 @click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for report.json/.csv/.md/.html.")
 @click.option("--baseline", type=click.Path(exists=True, file_okay=False), help="A run to show as the baseline row.")
-@click.option("--probe", "probe", type=PROBE_CHOICES, default="linear", show_default=True)
-@click.option("--seed", default=0, show_default=True, type=int)
-def report(runs, out, baseline, probe, seed):
-    """Side-by-side report from existing run directories (probing them first when needed)."""
+@probe_option
+@click.option("--seed", default=0, show_default=True, type=int, help="Probe seed (saved results of this seed are reused).")
+@json_option("Print the report summary as JSON (the full report is OUT/report.json).")
+def report(runs, out, baseline, probe, seed, as_json):
+    """Side-by-side report from existing run directories (probing them first when needed).
+
+    Several runs of one card (before / after LoRA, random-weights twin, two checkpoints) are
+    rows of their own, labelled by their condition."""
     from ..api import report as make_report
 
-    _print_report_summary(make_report(list(runs), out, baseline=baseline, probe=probe, seed=seed), out)
+    _print_report_summary(make_report(list(runs), out, baseline=baseline, probe=probe, seed=seed), out, as_json)
 
 
 @click.command()
 @click.option("--models", required=True, help="Comma-separated model references, e.g. lingshu-7b,medgemma-4b,resnet50.")
-@click.option("--dataset", "-d", required=True, help="Dataset spec.")
-@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--dataset", "-d", required=True, help="Dataset spec, e.g. synthetic:lesions or busi:PATH.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the report files.")
+@click.option("--store", default=None, type=click.Path(file_okay=False), metavar="DIR",
+              help="Store root for the extract / classify runs [default: $MEDPROBE_CACHE_DIR, else OUT/runs].")
 @click.option("--tiny", is_flag=True, help="Tiny random models (offline pipeline check; not a finding).")
-@click.option("--probe", "probe", type=PROBE_CHOICES, default="linear", show_default=True)
-@click.option("--layers", default=None, help="Layer patterns (default: all).")
-@click.option("--readout", "readouts", default="image-mean,last-token", show_default=True)
-@click.option("--batch-size", default=8, show_default=True, type=int)
-@click.option("--limit", default=None, type=int)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "fp16", "fp32"]))
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--classify", "classify", type=click.Choice(["score", "generate", "none"]), default="score",
-              show_default=True, help="How MLLMs answer the classification question for P_final.")
-def compare(models, dataset, out, tiny, probe, layers, readouts, batch_size, limit, device, dtype, seed, classify):
+@probe_option
+@layers_option()
+@readout_option
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Images per forward pass.")
+@limit_option()
+@skip_bad_option
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda:N")
+@click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "fp16", "fp32"]),
+              help="Compute dtype (auto: bf16 on GPUs that have it, else fp32).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seeds the --limit subset, tiny models and probes.")
+@click.option("--classify", "classify", type=click.Choice(["generate", "score", "none"]), default=DEFAULT_CLASSIFY_MODE,
+              show_default=True, help=CLASSIFY_MODE_HELP + " none = no P_final.")
+@json_option("Print the report summary as JSON (the full report is OUT/report.json).")
+def compare(models, dataset, out, store, tiny, probe, layers, readouts, batch_size, limit, skip_bad, device, dtype,
+            seed, classify, as_json):
     """Extract + probe + classify + score + report several models on one dataset."""
     from ..api import compare as run_compare
 
-    rep = run_compare(models, dataset, out, tiny=tiny, probe=probe, layers=layers, readouts=readouts,
-                      batch_size=batch_size, limit=limit, device=device, dtype=dtype, seed=seed,
-                      classify=None if classify == "none" else classify)
-    _print_report_summary(rep, out)
+    store = store or os.environ.get("MEDPROBE_CACHE_DIR") or None
+    rep = run_compare(models, dataset_spec(dataset, skip_bad=skip_bad), out, tiny=tiny, probe=probe, layers=layers,
+                      readouts=readouts, batch_size=batch_size, limit=limit, device=device, dtype=dtype, seed=seed,
+                      classify=None if classify == "none" else classify, store=store)
+    _print_report_summary(rep, out, as_json)
 
 
 @click.command()
-@click.option("--out", default="demo-out", show_default=True, type=click.Path(file_okay=False))
-@click.option("--probe", "probe", type=PROBE_CHOICES, default="linear", show_default=True)
+@click.option("--out", default="demo-out", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the report files (and the runs, unless --store / $MEDPROBE_CACHE_DIR is set).")
+@probe_option
 @click.option("--dataset", "-d", default=None, help="A synthetic dataset spec instead of the embedded default "
               "(e.g. 'synthetic:lesions?n=60&size=48' for a quicker run).")
-def demo(out, probe, dataset):
+@click.option("--store", default=None, type=click.Path(file_okay=False), metavar="DIR",
+              help="Store root for the runs [default: $MEDPROBE_CACHE_DIR, else OUT/runs].")
+@json_option("Print the report summary as JSON (the full report is OUT/report.json).")
+def demo(out, probe, dataset, store, as_json):
     """Run the whole pipeline offline on the embedded synthetic dataset with tiny random models."""
     from ..api import demo as run_demo
     from ..pipeline import DEMO_DATASET, DEMO_MODELS
 
-    click.echo(f"demo: {', '.join(DEMO_MODELS)} (tiny random) on {dataset or DEMO_DATASET} - a pipeline check, "
-               "not a medical finding")
-    _print_report_summary(run_demo(out, probe=probe, dataset=dataset), out)
+    if not as_json:
+        click.echo(f"demo: {', '.join(DEMO_MODELS)} (tiny random) on {dataset or DEMO_DATASET} - a pipeline check, "
+                   "not a medical finding")
+    store = store or os.environ.get("MEDPROBE_CACHE_DIR") or None
+    _print_report_summary(run_demo(out, probe=probe, dataset=dataset, store=store), out, as_json)

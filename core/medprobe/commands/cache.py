@@ -6,9 +6,8 @@ import os
 
 import click
 
+from .common import honour_deprecated, json_option, store_option, store_root
 from .output import echo_json, echo_table
-
-DEFAULT_ROOT = os.environ.get("MEDPROBE_CACHE_DIR", "runs")
 
 
 @click.group()
@@ -17,13 +16,14 @@ def cache() -> None:
 
 
 @cache.command("ls")
-@click.option("--root", default=DEFAULT_ROOT, show_default=True, type=click.Path(file_okay=False))
-@click.option("--json", "as_json", is_flag=True)
-def ls(root: str, as_json: bool) -> None:
-    """List runs under ROOT."""
+@store_option(old_root=True)
+@json_option("Print the run list as JSON.")
+@honour_deprecated
+def ls(store: str | None, as_json: bool) -> None:
+    """List runs under the store root (incomplete ones show their rows done)."""
     from ..api import list_runs, run_info
 
-    infos = [run_info(r) for r in list_runs(root)]
+    infos = [run_info(r) for r in list_runs(store_root(store))]
     rows = [
         {
             "run": os.path.basename(i.run),
@@ -44,7 +44,7 @@ def ls(root: str, as_json: bool) -> None:
 
 @cache.command()
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
-@click.option("--json", "as_json", is_flag=True)
+@json_option("Print the run's summary as JSON.")
 def info(run: str, as_json: bool) -> None:
     """Show a run's manifest summary."""
     from ..api import run_info

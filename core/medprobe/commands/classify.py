@@ -4,19 +4,34 @@ from __future__ import annotations
 
 import click
 
+from .common import (
+    CLASSIFY_MODE_HELP,
+    DEFAULT_CLASSIFY_MODE,
+    force_option,
+    honour_deprecated,
+    json_option,
+    limit_option,
+    open_dataset_for,
+    skip_bad_option,
+    store_option,
+    store_root,
+)
+
 
 @click.command()
 @click.option("--model", "-m", "model", required=True, help="MLLM card id or alias (baselines are refused).")
 @click.option("--dataset", "-d", "dataset", required=True, help="Dataset spec, e.g. synthetic:lesions or busi:PATH.")
-@click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False), help="Folder holding run directories.")
-@click.option("--mode", type=click.Choice(["generate", "score"]), default="generate", show_default=True,
-              help="generate: greedy answers, parsed; score: log-likelihood of each class answer (one prompt pass per image).")
+@store_option(old_out=True)
+@click.option("--mode", type=click.Choice(["generate", "score"]), default=DEFAULT_CLASSIFY_MODE, show_default=True,
+              help=CLASSIFY_MODE_HELP)
 @click.option("--tiny", is_flag=True, help="Tiny random model of the card's class (offline pipeline check; not a finding).")
-@click.option("--batch-size", default=8, show_default=True, type=int)
-@click.option("--limit", default=None, type=int, help="Use a deterministic subset of N samples (the one extract uses).")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Images per forward pass.")
+@limit_option("Use a deterministic subset of N samples (the one extract uses with the same --limit and --seed).")
+@skip_bad_option
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda:N")
-@click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "fp16", "fp32"]))
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "fp16", "fp32"]),
+              help="Compute dtype (auto: bf16 on GPUs that have it, else fp32).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seeds the --limit subset and the tiny model.")
 @click.option("--question-template", "prompt_template", default=None,
               help="Question with '{options}' where the class names go (default: medprobe's closed-set question).")
 @click.option("--max-new-tokens", default=32, show_default=True, type=int, help="generate: answer length limit.")
@@ -24,18 +39,22 @@ import click
               help="score: rank classes by summed or per-token mean log-probability.")
 @click.option("--capture-last-token", is_flag=True,
               help="Also store the final-input-token features of every LLM layer from the same pass (RUN/last-token).")
-@click.option("--resume/--no-resume", default=True, show_default=True, help="Reuse a finished run with the same key.")
+@force_option("Recompute even when a finished run with the same key exists (default: reuse it).", old_no_resume=True)
 @click.option("--source", default=None, help="Hub id or local directory overriding the card's hub id.")
 @click.option("--revision", default=None, help="Hub revision (branch, tag or commit).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub (e.g. Hulu-Med).")
 @click.option("--adapter", "adapter_dir", default=None, type=click.Path(exists=True, file_okay=False),
               help="peft LoRA adapter directory to apply (e.g. from `medprobe finetune`); part of the run key.")
 @click.option("--merge-adapter", is_flag=True, help="Merge the --adapter weights into the model instead of wrapping layers.")
-@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
-def classify(model, dataset, out, mode, tiny, batch_size, limit, device, dtype, seed, prompt_template, max_new_tokens,
-             score_normalization, capture_last_token, resume, source, revision, trust_remote_code, adapter_dir,
-             merge_adapter, as_json):
-    """Prompted classification: answers per sample, accuracy per split, P_final = test accuracy."""
+@json_option("Print the run summary as JSON.")
+@honour_deprecated
+def classify(model, dataset, store, mode, tiny, batch_size, limit, skip_bad, device, dtype, seed, prompt_template,
+             max_new_tokens, score_normalization, capture_last_token, force, source, revision, trust_remote_code,
+             adapter_dir, merge_adapter, as_json):
+    """Prompted classification: answers per sample, accuracy per split, P_final = test accuracy.
+
+    A rerun with the same settings reuses the finished run under --store (the output says so)."""
+    import time
     from ..classify import classify as run_classify
     from .output import echo_json, echo_table
 
@@ -47,10 +66,12 @@ def classify(model, dataset, out, mode, tiny, batch_size, limit, device, dtype, 
             options[name] = value
     if trust_remote_code:
         options["trust_remote_code"] = True
+    ds = open_dataset_for(dataset, skip_bad=skip_bad)
+    started = time.time()
     run = run_classify(
-        model, dataset, out, mode=mode, tiny=tiny, batch_size=batch_size, limit=limit, device=device, dtype=dtype,
+        model, ds, store_root(store), mode=mode, tiny=tiny, batch_size=batch_size, limit=limit, device=device, dtype=dtype,
         seed=seed, prompt_template=prompt_template, capture_last_token=capture_last_token,
-        max_new_tokens=max_new_tokens, score_normalization=score_normalization, resume=resume, adapter=adapter_dir,
+        max_new_tokens=max_new_tokens, score_normalization=score_normalization, resume=not force, adapter=adapter_dir,
         merge_adapter=merge_adapter, **options,
     )
     rec = run.record
@@ -69,9 +90,14 @@ def classify(model, dataset, out, mode, tiny, batch_size, limit, device, dtype, 
         "warnings": rec.get("warnings", []),
         "synthetic": rec["synthetic_reasons"],
     }
+    reused = (run.path / "classify.json").stat().st_mtime < started
+    summary["outcome"] = {"status": "reused" if reused else "new"}
     if as_json:
         echo_json(summary)
         return
+    if reused:
+        click.echo("reused: a finished classify run with the same key already exists; nothing recomputed "
+                   "(--force recomputes)")  # fmt: skip
     click.echo(f"run: {run.path}")
     echo_table(
         ["split", "n", "correct", "accuracy", "unparsed"],

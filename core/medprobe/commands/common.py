@@ -146,6 +146,13 @@ def echo_skipped(skipped: list[Any]) -> None:
     click.echo(f"skipped {len(skipped)} bad sample(s) (--skip-bad): " + ", ".join(shown) + more, err=True)
 
 
+#: how MLLMs answer the closed-set question when a command computes P_final (classify, compare):
+#: the paper scores the model's own generated answers
+DEFAULT_CLASSIFY_MODE = "generate"
+CLASSIFY_MODE_HELP = ("How the MLLM answers for P_final: generate = greedy answers, parsed (the paper's P_final); "
+                      "score = log-likelihood of each class answer (one prompt pass per image, faster).")
+
+
 # -- output and redo -----------------------------------------------------------------------
 
 
@@ -249,3 +256,72 @@ def readout_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--readout", "readouts", default="image-mean,last-token", show_default=True,
                         callback=check_readouts, metavar="NAMES",
                         help="Readouts, comma-separated: image-mean, cls, last-token, text-mean.")(f)  # fmt: skip
+
+
+# -- what happened to a run ----------------------------------------------------------------
+
+
+def echo_outcome(outcome: dict[str, Any] | None, path: Any) -> None:
+    """One line saying whether the run was made, reused or resumed (``Run.outcome``)."""
+    if not outcome:
+        return
+    status = outcome.get("status")
+    if status == "reused":
+        click.echo(f"reused: a finished run with the same key already exists ({path}); nothing recomputed "
+                   "(--force starts it over)")  # fmt: skip
+    elif status == "resumed":
+        click.echo(f"resumed at row {outcome['from_row']} of {outcome['rows']} (rows before it were kept from the "
+                   "interrupted run)")  # fmt: skip
+    elif status == "new":
+        click.echo(f"extracted {outcome['rows']} rows (new run)")
+
+
+#: probes train on train, pick hyper-parameters on val and score on test
+PROBE_SPLITS = ("train", "val", "test")
+
+
+def split_counts(samples: list[Any]) -> dict[str, int]:
+    counts = {s: 0 for s in PROBE_SPLITS}
+    for s in samples:
+        counts[s.split] = counts.get(s.split, 0) + 1
+    return counts
+
+
+def _unprobeable(samples: list[Any]) -> str | None:
+    """Why the probes could not be fitted on ``samples`` (the rules of
+    :func:`medprobe.analysis.probes.probe_layers`), or ``None``."""
+    counts = split_counts(samples)
+    for k in PROBE_SPLITS:
+        if counts[k] == 0:
+            return f"the '{k}' split empty"
+    if len({s.label for s in samples if s.split == "train"}) < 2:
+        return "a single class in the 'train' split"
+    return None
+
+
+def warn_small_splits(ds: Any, *, limit: int | None, seed: int) -> None:
+    """Refuse (before any model is loaded) a ``--limit`` that leaves a split the probes need empty,
+    naming the smallest limit that fills every split; warn when a split has fewer samples than
+    classes (its accuracy then rests on a handful of images)."""
+    from ..extract import _subset  # the subset extract will take, one implementation
+    from ..registry import MedprobeError
+
+    samples = _subset(list(ds.samples), limit, seed)
+    counts = split_counts(samples)
+    sizes = ", ".join(f"{k} {counts[k]}" for k in PROBE_SPLITS)
+    problem = _unprobeable(samples)
+    if problem:
+        minimum = None
+        for n in range(len(samples) + 1, len(ds.samples) + 1):
+            if _unprobeable(_subset(list(ds.samples), n, seed)) is None:
+                minimum = n
+                break
+        way = f"use --limit {minimum} or more" if minimum else "the dataset itself cannot be probed"
+        what = f"--limit {limit}" if limit is not None else f"dataset '{ds.spec}'"
+        raise MedprobeError(f"{what} leaves {problem} ({sizes}): probes train on train, choose on val and score on "
+                            f"test, so 'medprobe probe' would fail; {way}")  # fmt: skip
+    n_classes = len(getattr(ds, "classes", []) or [])
+    small = [k for k in PROBE_SPLITS if counts[k] < max(2, n_classes)]
+    if small:
+        click.echo(f"warning: small split(s) {', '.join(small)} ({sizes}, {n_classes} classes): probe accuracies "
+                   "on so few samples carry wide intervals", err=True)  # fmt: skip

@@ -4,26 +4,45 @@ from __future__ import annotations
 
 import click
 
+from .common import (
+    echo_outcome,
+    force_option,
+    honour_deprecated,
+    json_option,
+    layers_option,
+    limit_option,
+    open_dataset_for,
+    readout_option,
+    skip_bad_option,
+    store_option,
+    store_root,
+    warn_small_splits,
+)
+
 
 @click.command()
 @click.option("--model", "-m", "model", required=True, help="Card id, alias or family:NAME (e.g. timm:resnet18).")
 @click.option("--dataset", "-d", "dataset", required=True, help="Dataset spec, e.g. synthetic:lesions or busi:PATH.")
-@click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False), help="Folder holding run directories.")
-@click.option("--layers", default=None, help="Layer patterns, e.g. 'vision.*,connector,llm.*' (default: all).")
-@click.option("--readout", "readouts", default="image-mean,last-token", show_default=True, help="Readouts (image-mean, cls, last-token, text-mean).")
-@click.option("--batch-size", default=8, show_default=True, type=int)
+@store_option(old_out=True)
+@layers_option()
+@readout_option
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Images per forward pass.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda:N")
-@click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "fp16", "fp32"]))
-@click.option("--limit", default=None, type=int, help="Use a deterministic subset of N samples.")
+@click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "fp16", "fp32"]),
+              help="Compute dtype (auto: bf16 on GPUs that have it, else fp32).")
+@limit_option()
+@skip_bad_option
 @click.option("--tiny", is_flag=True, help="Tiny random model of the card's class (offline pipeline check; not a finding).")
-@click.option("--resume/--no-resume", default=True, show_default=True, help="Reuse / continue an existing run with the same key.")
+@force_option("Start the run over even when a run with the same key exists (default: reuse it, or resume it "
+              "from its last complete batch).", old_no_resume=True)
 @click.option("--source", default=None, help="Hub id or local directory overriding the card's hub id.")
 @click.option("--revision", default=None, help="Hub revision (branch, tag or commit).")
 @click.option("--weights", default=None, type=click.Path(exists=True), help="Local weights file/dir (baselines).")
 @click.option("--random-init", is_flag=True, help="Random weights on purpose (a control; baselines).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub (e.g. Hulu-Med).")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seeds the --limit subset and the tiny model's weights (the split is the dataset's).")
+@json_option("Print the run summary as JSON.")
 @click.option("--device-map", default=None, help="Spread a large model over the GPUs (accelerate), e.g. 'auto'.")
 @click.option("--max-memory", "max_memory", multiple=True, metavar="DEVICE=SIZE",
               help="Memory limit per device with --device-map, e.g. 0=70GiB 1=70GiB cpu=200GiB (repeatable).")
@@ -33,10 +52,14 @@ import click
 @click.option("--adapter", "adapter_dir", default=None, type=click.Path(exists=True, file_okay=False),
               help="peft LoRA adapter directory to apply (e.g. from `medprobe finetune`); part of the run key.")
 @click.option("--merge-adapter", is_flag=True, help="Merge the --adapter weights into the model instead of wrapping layers.")
-def extract(model, dataset, out, layers, readouts, batch_size, device, dtype, limit, tiny, resume, source, revision,
-            weights, random_init, trust_remote_code, seed, as_json, device_map, max_memory, world_size, rank,
+@honour_deprecated
+def extract(model, dataset, store, layers, readouts, batch_size, device, dtype, limit, skip_bad, tiny, force, source,
+            revision, weights, random_init, trust_remote_code, seed, as_json, device_map, max_memory, world_size, rank,
             adapter_dir, merge_adapter):
-    """Extract pooled features of every selected layer (one forward pass per batch)."""
+    """Extract pooled features of every selected layer (one forward pass per batch) into a run under --store.
+
+    A rerun with the same settings reuses the finished run; an interrupted one resumes from its
+    last complete batch (the output says which)."""
     from ..extract import extract as run_extract
     from .output import echo_json
 
@@ -62,9 +85,11 @@ def extract(model, dataset, out, layers, readouts, batch_size, device, dtype, li
         world_size, rank = env_world() or (None, None)
     elif world_size is not None and rank is None:
         raise click.UsageError("--world-size needs --rank")
-    run = run_extract(model, dataset, out, layers=layers, readouts=readouts, batch_size=batch_size, device=device,
-                      dtype=dtype, limit=limit, tiny=tiny, resume=resume, seed=seed, world_size=world_size, rank=rank,
-                      adapter=adapter_dir, merge_adapter=merge_adapter, **options)
+    ds = open_dataset_for(dataset, skip_bad=skip_bad)
+    warn_small_splits(ds, limit=limit, seed=seed)
+    run = run_extract(model, ds, store_root(store), layers=layers, readouts=readouts, batch_size=batch_size,
+                      device=device, dtype=dtype, limit=limit, tiny=tiny, resume=not force, seed=seed,
+                      world_size=world_size, rank=rank, adapter=adapter_dir, merge_adapter=merge_adapter, **options)
     if not run.complete:
         click.echo(f"rank {rank}/{world_size}: batches written under {run.path / 'ranks'}; the run completes when the "
                    "last rank finishes")
@@ -74,11 +99,14 @@ def extract(model, dataset, out, layers, readouts, batch_size, device, dtype, li
         "model": run.model_id,
         "rows": len(run.sample_ids),
         "features": len(run.feature_keys),
+        "outcome": getattr(run, "outcome", None),
+        "skipped": len(run.manifest["dataset"].get("skipped") or []),
         "synthetic": run.manifest["synthetic_reasons"],
     }
     if as_json:
         echo_json(summary)
         return
+    echo_outcome(getattr(run, "outcome", None), run.path)
     click.echo(f"run: {run.path}")
     click.echo(f"{summary['rows']} samples x {summary['features']} (layer, readout) feature sets")
     if run.manifest["synthetic"]:

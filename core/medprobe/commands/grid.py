@@ -132,7 +132,7 @@ def run(ctx, experiment, executor, dry_run, only, grid_dir, executor_options, de
 @click.argument("experiment", type=click.Path(exists=True, dir_okay=False))
 @_only_option
 @_grid_option
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the job status table as JSON.")
 def status(experiment, only, grid_dir, as_json):
     """Show done / running / failed / partial / pending for every job of EXPERIMENT."""
     from ..grid import expand_jobs, grid_status

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import click
 
+from .common import force_option, honour_deprecated, json_option, limit_option, open_dataset_for, skip_bad_option
+
 
 @click.command()
 @click.option("--model", "-m", "model", required=True,
               help="Baseline card id / family:NAME (finetune, linear) or MLLM card id (vision-tower).")
 @click.option("--dataset", "-d", "dataset", required=True, help="Dataset spec, e.g. synthetic:lesions or busi:PATH.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to write (train.json, checkpoint/).")
-@click.option("--recipe", type=click.Choice(["finetune", "linear", "vision-tower"]), default="finetune", show_default=True)
+@click.option("--recipe", type=click.Choice(["finetune", "linear", "vision-tower"]), default="finetune", show_default=True,
+              help="finetune: the whole baseline; linear: a head on the frozen backbone; vision-tower: an MLLM's vision encoder.")
 @click.option("--epochs", default=None, type=int, help="Maximum epochs (default per recipe: 30 / 100 / 10).")
 @click.option("--lr", default=None, type=float,
               help="Backbone learning rate (default 1e-4 finetune, 1e-5 vision-tower); head lr for frozen backbones (1e-3).")
@@ -22,7 +25,9 @@ import click
 @click.option("--batch-size", default=None, type=int, help="Training batch (default 32 / 64 / 16).")
 @click.option("--patience", default=None, type=int, help="Early-stopping patience in epochs (default 5 / 15 / 3).")
 @click.option("--image-size", default=None, type=int, help="Input side for real weights (timm, open_clip, Qwen-VL).")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seeds initialisation, shuffling and the tiny model.")
+@limit_option("Train and score on a stratified subset of N samples of the dataset.")
+@skip_bad_option
 @click.option("--tiny", is_flag=True, help="Tiny random model of the card's class (offline pipeline check; not a finding).")
 @click.option("--weights", default=None, type=click.Path(exists=True),
               help="Local weights: a file/folder for baselines, a checkpoint folder for MLLMs.")
@@ -38,11 +43,12 @@ import click
 @click.option("--probe-layers", is_flag=True, help="Also extract the trained model's layers into RUN/layers for the report.")
 @click.option("--layers", "layer_patterns", default=None,
               help="With --probe-layers: layer patterns (default all; 'vision' for vision-tower).")
-@click.option("--overwrite", is_flag=True, help="Replace a trained run already in --out.")
-@click.option("--json", "as_json", is_flag=True, help="Print the run's metrics as JSON.")
+@force_option("Replace a trained run already in --out (default: refuse).", old_overwrite=True)
+@json_option("Print the run's metrics as JSON.")
+@honour_deprecated
 def train(model, dataset, out, recipe, epochs, lr, head_lr, batch_size, patience, image_size, seed, tiny, weights,
           random_init, freeze, layer, device, dtype, source, revision, trust_remote_code, probe_layers, layer_patterns,
-          overwrite, as_json):
+          force, as_json, limit, skip_bad):
     """Train MODEL as a classifier on DATASET: early stopping on val, test scored once with the best epoch."""
     from ..train import format_epoch, train as run_train
     from .output import echo_json, echo_table
@@ -50,11 +56,12 @@ def train(model, dataset, out, recipe, epochs, lr, head_lr, batch_size, patience
     options = {k: v for k, v in (("source", source), ("revision", revision), ("dtype", dtype)) if v is not None}
     if trust_remote_code:
         options["trust_remote_code"] = True
+    ds = open_dataset_for(dataset, skip_bad=skip_bad, limit=limit)
     run = run_train(
-        model, dataset, out, recipe=recipe, epochs=epochs, lr=lr, head_lr=head_lr, batch_size=batch_size,
+        model, ds, out, recipe=recipe, epochs=epochs, lr=lr, head_lr=head_lr, batch_size=batch_size,
         patience=patience, image_size=image_size, seed=seed, tiny=tiny, weights=weights, random_init=random_init,
         freeze=freeze, layer=layer, device=device, probe_layers=probe_layers, probe_layer_patterns=layer_patterns,
-        overwrite=overwrite, on_epoch=None if as_json else (lambda e: click.echo(format_epoch(e))), **options,
+        overwrite=force, on_epoch=None if as_json else (lambda e: click.echo(format_epoch(e))), **options,
     )
     if as_json:
         echo_json({"run": str(run.path), "best_epoch": run.best_epoch, "metrics": run.metrics,

@@ -31,7 +31,7 @@ def test_condition_of_each_kind_of_weights():
     def cond(weights, **model):
         return condition_of({"model": {"weights": weights, **model}})
 
-    assert cond("tiny-random(seed=0)")["weights"] == "tiny" and cond("tiny-random(seed=0)")["label"] == "tiny random"
+    assert cond("tiny-random(seed=0)")["weights"] == "tiny-random" and cond("tiny-random(seed=0)")["label"] == "tiny random"
     assert cond("random-init")["label"] == "random weights"
     hub = cond("hub:org/name@abc123", revision="abc123")
     assert hub == {"weights": "pretrained", "source": "hub:org/name@abc123", "revision": "abc123", "lora": None,

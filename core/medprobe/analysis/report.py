@@ -53,12 +53,12 @@ class ReportError(ProbeError):
 
 
 #: weights kinds of a run's condition (``condition["weights"]``)
-WEIGHT_KINDS = ("pretrained", "random", "tiny", "trained")
+WEIGHT_KINDS = ("pretrained", "random", "tiny-random", "trained")
 
 
 def condition_of(manifest: Mapping[str, Any]) -> dict[str, Any]:
     """The condition a run was made under, from its manifest: which weights, from where, with
-    which LoRA adapter. Keys: ``weights`` (one of :data:`WEIGHT_KINDS`: ``tiny`` = ``--tiny``
+    which LoRA adapter. Keys: ``weights`` (one of :data:`WEIGHT_KINDS`: ``tiny-random`` = ``--tiny``
     random model, ``random`` = ``--random-init``, ``trained`` = a ``medprobe train`` backbone,
     else ``pretrained``), ``source`` (the weights string the run recorded, e.g.
     ``"hub:org/name@main"`` / ``"local:/ckpt"``; ``None`` when unknown), ``revision``, ``lora``
@@ -68,7 +68,7 @@ def condition_of(manifest: Mapping[str, Any]) -> dict[str, Any]:
     weights = str(model.get("weights") or manifest.get("weights") or "")
     base, _, trained = weights.partition("+trained(")
     if base.startswith("tiny-random"):
-        kind, label = "tiny", "tiny random"
+        kind, label = "tiny-random", "tiny random"
     elif base.startswith("random"):
         kind, label = "random", "random weights"
     else:

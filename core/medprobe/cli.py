@@ -13,6 +13,8 @@ import sys
 
 import click
 
+from .commands.options import close_names, did_you_mean  # noqa: F401 (re-exported)
+
 #: built-in commands: name -> "module:attr" of a click.Command
 BUILTIN_COMMANDS: dict[str, str] = {
     "plugins": "medprobe.commands.plugins:plugins",
@@ -25,33 +27,11 @@ BUILTIN_COMMANDS: dict[str, str] = {
     "report": "medprobe.commands.analyze:report",
     "compare": "medprobe.commands.analyze:compare",
     "demo": "medprobe.commands.analyze:demo",
-    "convert": "medprobe.commands.convert:convert",
     "finetune": "medprobe.commands.finetune:finetune",
     "train": "medprobe.commands.train:train",
     "zeroshot": "medprobe.commands.zeroshot:zeroshot",
     "grid": "medprobe.commands.grid:grid",
 }
-
-
-def close_names(name: str, choices: "list[str] | tuple[str, ...] | set[str]", n: int = 3) -> list[str]:
-    """Up to ``n`` of ``choices`` closest to the mistyped ``name`` (difflib ratio >= 0.6, and names
-    that start with what was typed), best first."""
-    import difflib
-
-    choices = list(choices)
-    close = difflib.get_close_matches(name, choices, n=n, cutoff=0.6)
-    prefixed = [c for c in choices if name and c.startswith(name) and c not in close]
-    return (close + prefixed)[:n]
-
-
-def did_you_mean(name: str, choices: "list[str] | tuple[str, ...] | set[str]") -> str:
-    """``" Did you mean 'models'?"`` (or ``" Did you mean one of 'a', 'b'?"``); ``""`` when no name is close."""
-    close = close_names(name, choices)
-    if not close:
-        return ""
-    if len(close) == 1:
-        return f" Did you mean '{close[0]}'?"
-    return " Did you mean one of " + ", ".join(f"'{c}'" for c in close) + "?"
 
 
 class LazyGroup(click.Group):

@@ -21,7 +21,7 @@ from medprobe.analysis.exporters import (
     write_report,
 )
 from medprobe.analysis.report import ReportError, build_report, condition_of
-from medprobe.reporting import Report, ReportLookupError
+from medprobe.analysis.reporting import Report, ReportLookupError
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_analysis_report import baseline_entry, mllm_entry  # noqa: E402

@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from medprobe.cli import INTERRUPTED, cli, did_you_mean, main
-from medprobe.commands.common import dataset_spec
+from medprobe.commands.options import dataset_spec
 
 MODEL = "example-cnn"
 DATA = "synthetic:lesions?n=40&size=32"
@@ -119,7 +119,7 @@ def test_old_spellings_still_work_with_a_deprecation_note(tmp_path):
 def test_probe_accepts_a_comma_list_and_suggests_close_names(tmp_path):
     bad = invoke(["probe", str(tmp_path), "--probe", "liner"])
     assert bad.exit_code == 2 and "unknown probe 'liner'. Did you mean 'linear'?" in bad.output
-    from medprobe.commands.common import check_probes
+    from medprobe.commands.options import check_probes
 
     assert check_probes(None, None, "linear, mlp") == "linear,mlp"
 
@@ -134,7 +134,7 @@ def test_rerun_says_reused_and_a_killed_run_says_resumed_at_row(tmp_path):
     second = invoke(args)
     assert second.exit_code == 0 and second.output.startswith("reused: a finished run with the same key")
     # an interrupted run of the same settings (the engine stopped after batch 12: one shard on disk)
-    from medprobe.extract import extract
+    from medprobe.features.extract import extract
 
     def interrupt(batch_no):
         if batch_no == 12:
@@ -204,7 +204,7 @@ def test_readout_and_layer_typos_are_refused_before_any_model_is_loaded(tmp_path
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     # refused while parsing: no model library imported, no model built (the readout names live
     # beside their torch code, so torch itself is imported)
-    assert not imported & {"timm", "transformers", "open_clip", "medprobe.zoo", "medprobe.extract"}, imported
+    assert not imported & {"timm", "transformers", "open_clip", "medprobe.models.zoo", "medprobe.features.extract"}, imported
     layers = invoke(["extract", "-m", MODEL, "-d", DATA, "--tiny", "--store", str(tmp_path), "--layers", "stage.*,"])
     assert layers.exit_code == 2 and "empty pattern" in layers.output
     typo = invoke(["extract", "-m", MODEL, "-d", DATA, "--tiny", "--store", str(tmp_path), "--layers", "stgae.*"])

@@ -6,7 +6,7 @@ import os
 
 import click
 
-from .common import (
+from .options import (
     CLASSIFY_MODE_HELP,
     DEFAULT_CLASSIFY_MODE,
     json_option,
@@ -20,7 +20,7 @@ from .common import (
 
 
 def _print_report_summary(rep, out: str | None, as_json: bool = False) -> None:
-    """Print the FHS profiles of a :class:`medprobe.reporting.Report` (or its dict); with
+    """Print the FHS profiles of a :class:`medprobe.analysis.reporting.Report` (or its dict); with
     ``as_json`` the summary as JSON (report path, rows with card, condition, FHS, P_final)."""
     report = rep.data if hasattr(rep, "data") else rep
     if as_json:
@@ -67,12 +67,12 @@ def probe(run, probe, seed, no_controls, force, as_json):
     """Probe every captured layer of RUN (all layers trained together, batched).
 
     Results are saved in RUN/probes/<probe>-seed<seed>; a rerun reuses them (the output says so)."""
-    from ..pipeline import probe_dir, probe_run  # probe_run is the API's medprobe.probe
-    from ..store import Run
+    from ..features.store import Run
+    from ..tasks.pipeline import probe_dir, probe_run  # probe_run is what the API's medprobe.probe wraps
     from .output import echo_json, echo_table
 
     r = Run.open(run)
-    from ..pipeline import parse_probes
+    from ..tasks.pipeline import parse_probes
 
     saved = {n for n in parse_probes(probe) if not force and (probe_dir(r, n, seed) / "results.json").is_file()}
     results = probe_run(r, probe, seed=seed, controls=not no_controls, force=force)
@@ -157,7 +157,7 @@ def compare(models, dataset, out, store, tiny, probe, layers, readouts, batch_si
 def demo(out, probe, dataset, store, as_json):
     """Run the whole pipeline offline on the embedded synthetic dataset with tiny random models."""
     from ..api import demo as run_demo
-    from ..pipeline import DEMO_DATASET, DEMO_MODELS
+    from ..tasks.pipeline import DEMO_DATASET, DEMO_MODELS
 
     if not as_json:
         click.echo(f"demo: {', '.join(DEMO_MODELS)} (tiny random) on {dataset or DEMO_DATASET} - a pipeline check, "

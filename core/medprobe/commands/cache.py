@@ -6,7 +6,7 @@ import os
 
 import click
 
-from .common import honour_deprecated, json_option, store_option, store_root
+from .options import honour_deprecated, json_option, store_option, store_root
 from .output import echo_json, echo_table
 
 

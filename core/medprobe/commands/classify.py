@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import click
 
-from .common import (
+from .options import (
     CLASSIFY_MODE_HELP,
     DEFAULT_CLASSIFY_MODE,
     force_option,
     honour_deprecated,
     json_option,
     limit_option,
+    load_options,
     open_dataset_for,
     skip_bad_option,
     store_option,
@@ -24,14 +25,9 @@ from .common import (
 @store_option(old_out=True)
 @click.option("--mode", type=click.Choice(["generate", "score"]), default=DEFAULT_CLASSIFY_MODE, show_default=True,
               help=CLASSIFY_MODE_HELP)
-@click.option("--tiny", is_flag=True, help="Tiny random model of the card's class (offline pipeline check; not a finding).")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Images per forward pass.")
 @limit_option("Use a deterministic subset of N samples (the one extract uses with the same --limit and --seed).")
 @skip_bad_option
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda:N")
-@click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "fp16", "fp32"]),
-              help="Compute dtype (auto: bf16 on GPUs that have it, else fp32).")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seeds the --limit subset and the tiny model.")
 @click.option("--question-template", "prompt_template", default=None,
               help="Question with '{options}' where the class names go (default: medprobe's closed-set question).")
 @click.option("--max-new-tokens", default=32, show_default=True, type=int, help="generate: answer length limit.")
@@ -40,39 +36,25 @@ from .common import (
 @click.option("--capture-last-token", is_flag=True,
               help="Also store the final-input-token features of every LLM layer from the same pass (RUN/last-token).")
 @force_option("Recompute even when a finished run with the same key exists (default: reuse it).", old_no_resume=True)
-@click.option("--source", default=None, help="Hub id or local directory overriding the card's hub id.")
-@click.option("--revision", default=None, help="Hub revision (branch, tag or commit).")
-@click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub (e.g. Hulu-Med).")
-@click.option("--adapter", "adapter_dir", default=None, type=click.Path(exists=True, file_okay=False),
-              help="peft LoRA adapter directory to apply (e.g. from `medprobe finetune`); part of the run key.")
-@click.option("--merge-adapter", is_flag=True, help="Merge the --adapter weights into the model instead of wrapping layers.")
 @json_option("Print the run summary as JSON.")
+@load_options(exclude=("weights", "random_init", "image_size"))
 @honour_deprecated
-def classify(model, dataset, store, mode, tiny, batch_size, limit, skip_bad, device, dtype, seed, prompt_template,
-             max_new_tokens, score_normalization, capture_last_token, force, source, revision, trust_remote_code,
-             adapter_dir, merge_adapter, as_json):
+def classify(model, dataset, store, mode, batch_size, limit, skip_bad, prompt_template, max_new_tokens,
+             score_normalization, capture_last_token, force, as_json, load):
     """Prompted classification: answers per sample, accuracy per split, P_final = test accuracy.
 
     A rerun with the same settings reuses the finished run under --store (the output says so)."""
     import time
-    from ..classify import classify as run_classify
+
+    from ..tasks.classify import classify as run_classify
     from .output import echo_json, echo_table
 
-    if merge_adapter and adapter_dir is None:
-        raise click.UsageError("--merge-adapter needs --adapter DIR")
-    options = {}
-    for name, value in (("source", source), ("revision", revision)):
-        if value is not None:
-            options[name] = value
-    if trust_remote_code:
-        options["trust_remote_code"] = True
     ds = open_dataset_for(dataset, skip_bad=skip_bad)
     started = time.time()
     run = run_classify(
-        model, ds, store_root(store), mode=mode, tiny=tiny, batch_size=batch_size, limit=limit, device=device, dtype=dtype,
-        seed=seed, prompt_template=prompt_template, capture_last_token=capture_last_token,
-        max_new_tokens=max_new_tokens, score_normalization=score_normalization, resume=not force, adapter=adapter_dir,
-        merge_adapter=merge_adapter, **options,
+        model, ds, store_root(store), mode=mode, batch_size=batch_size, limit=limit, prompt_template=prompt_template,
+        capture_last_token=capture_last_token, max_new_tokens=max_new_tokens, score_normalization=score_normalization,
+        resume=not force, load=load,
     )
     rec = run.record
     summary = {

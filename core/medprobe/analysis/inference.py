@@ -11,8 +11,12 @@ Statistics (pure numpy; scipy for the binomial tail):
     ``B`` draws shared by every key (that is what makes it paired): draw ``b`` resamples the ``N``
     samples with replacement (multinomial counts ``w_b``, the same for all keys) and, per key,
     resamples that key's ``S`` seeds with replacement (counts ``m_b``), independently per key --
-    different layers' probes are different fits. The resampled accuracy of a key is
-    ``sum_s m_bs / S * (w_b . correct_s) / N``: the seed-mean accuracy on the resampled samples.
+    different layers' probes are different fits. With ``x_bs = (w_b . correct_s) / N`` (seed s on
+    the resampled samples) and ``xbar_b`` their mean, the resampled accuracy of a key is
+    ``xbar_b + sqrt(S / (S - 1)) * (sum_s m_bs x_bs / S - xbar_b)``: the seed-mean accuracy on the
+    resampled samples, its seed part inflated by ``sqrt(S / (S - 1))`` because resampling S
+    seeds with replacement gives only ``(S - 1) / S`` of the seed-mean's variance (with S = 3 the
+    uncorrected test is liberal; the factor makes the seed part's variance ``s^2 / S``, unbiased).
     So every interval and p-value includes sample *and* seed variance. With ``S = 1`` the seed
     part is absent, and :attr:`PairedBootstrap.seed_variance` says so.
 :func:`paired_difference`
@@ -182,7 +186,9 @@ class PairedBootstrap:
                 digest = hashlib.sha256(k.encode()).digest()
                 rng = np.random.default_rng([self.seed, int.from_bytes(digest[:8], "little")])
                 m = rng.multinomial(s, np.full(s, 1.0 / s), size=self.n_boot).astype(np.float64)  # (B, S)
-                self._cache[k] = (m * per_seed).sum(axis=1) / s
+                full = per_seed.mean(axis=1)
+                resampled = (m * per_seed).sum(axis=1) / s
+                self._cache[k] = full + np.sqrt(s / (s - 1)) * (resampled - full)
             else:
                 self._cache[k] = per_seed[:, 0].copy()
         return self._cache[key]

@@ -76,9 +76,9 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)  # fmt: skip
     elapsed = time.time() - t0
     print(f"\nelapsed {elapsed:.0f} s wall, {time.process_time():.0f} s CPU")
-    worst_fp = max(v for c in out["null"] for v in c["rates"].values())
+    worst_fp = max((v for c in out["null"] for v in c["rates"].values()), default=0.0)
     worst_power = min(c["rates"][c["planted"]] for c in out["power"]) if out["power"] else None
-    print(f"worst null rate {100 * worst_fp:.1f}% (target <= 5%); "
+    print((f"worst null rate {100 * worst_fp:.1f}% (target <= 5%); " if out["null"] else "")
           + (f"lowest power {100 * worst_power:.1f}% (target >= 80%)" if worst_power is not None else ""))  # fmt: skip
     if args.json:
         with open(args.json, "w") as fh:

@@ -24,10 +24,10 @@ P_final and the baseline's layers are drawn the same way (one seed for P_final).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
+from scipy.special import ndtri
 
 from .diagnosis import BaselineRef
 
@@ -82,9 +82,6 @@ def scenario(name: str, *, base: float = 0.8, drop: float = 0.10, n_vision: int 
     return TrueAccuracies(v, c, llm, t, pf, b)
 
 
-_PHI_INV = NormalDist().inv_cdf
-
-
 def _correct(g: np.ndarray, acc: float, n_seeds: int, rho: float, rho_seed: float, seed_sd: float,
              rng: np.random.Generator) -> np.ndarray:  # fmt: skip
     """(S, N) bool for one layer (see the module docstring)."""
@@ -93,7 +90,7 @@ def _correct(g: np.ndarray, acc: float, n_seeds: int, rho: float, rho_seed: floa
     e = rng.standard_normal((n_seeds, n))
     u = np.sqrt(rho) * g + np.sqrt(1 - rho) * (np.sqrt(rho_seed) * h + np.sqrt(1 - rho_seed) * e)
     shift = rng.normal(0.0, seed_sd, size=(n_seeds, 1)) if seed_sd > 0 else np.zeros((n_seeds, 1))
-    thr = np.vectorize(_PHI_INV)(np.clip(acc + shift, 1e-6, 1 - 1e-6))
+    thr = ndtri(np.clip(acc + shift, 1e-6, 1 - 1e-6))
     return u < thr
 
 

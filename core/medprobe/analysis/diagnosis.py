@@ -202,6 +202,8 @@ class BaselineRef:
     accuracy: float
     ci95: tuple[float, float]
     outcomes: dict[str, np.ndarray] | None = field(default=None, repr=False, compare=False)
+    #: why the baseline's outcomes cannot be paired with the model's (``None``: no such problem)
+    unpaired_reason: str | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -321,6 +323,8 @@ def _visual(c: _Ctx, baseline: BaselineRef | None) -> Verdict:
     ev["baseline_best"] = baseline.to_dict()
     if not c.has(*vision):
         return c.missing(mode, vision, ev)
+    if baseline.unpaired_reason:
+        return c.not_assessed(mode, baseline.unpaired_reason, ev)
     if not baseline.outcomes:
         return c.not_assessed(
             mode, f"baseline '{baseline.model}' has no per-sample outcomes: a paired comparison is impossible", ev

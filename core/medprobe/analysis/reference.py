@@ -257,6 +257,7 @@ def reference_linear_design(
     max_iter: int = 1000,
     tol: float = 1e-4,
     keys: Sequence[str] | None = None,
+    timings: dict[str, float] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """scikit-learn per-layer loop over the plans of a cv :class:`~.protocol.Design` (the protocol
     of :meth:`~.linear.LinearProbe.train_design`, one model per fit).
@@ -266,8 +267,11 @@ def reference_linear_design(
     ``fit``, ``score`` predicted; each of the plan's permutations refitted at that C on its
     permuted labels and scored against ``design.perm_targets``. Returns ``{key: {"proba": (S,
     n_scored, K), "accuracy": seed-mean accuracy, "C": [per main plan], "null": (P,) accuracies}}``;
-    ``keys`` limits the layers (default: all).
+    ``keys`` limits the layers (default: all); ``timings``, if given, accumulates wall seconds
+    under ``"select"`` (C selection + real refit) and ``"permutations"`` (permutation refits).
     """
+    import time
+
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -293,6 +297,7 @@ def reference_linear_design(
         null = np.zeros(design.n_permutations)
         Cs = []
         for plan in design.main_plans():
+            t0 = time.perf_counter()
 
             def score(C: float) -> tuple[float, float, float]:
                 m = fit(Z, plan.sel_train, y, C)
@@ -302,9 +307,13 @@ def reference_linear_design(
             C_sel = best_of([c_best] + [score(c_best[0] * 10.0**s) for s in fine_steps])[0]
             Cs.append(float(C_sel))
             proba[plan.seed_index, where[plan.score]] = _full_proba(fit(Z, plan.fit, y, C_sel), Z[plan.score], K)
+            t1 = time.perf_counter()
             for r in plan.perms:
                 p = _full_proba(fit(Z, plan.fit, design.perm_labels[r], C_sel), Z[plan.score], K)
                 null[r] += np.sum(p.argmax(1) == design.perm_targets[r, plan.score])
+            if timings is not None:
+                timings["select"] = timings.get("select", 0.0) + t1 - t0
+                timings["permutations"] = timings.get("permutations", 0.0) + time.perf_counter() - t1
         out[key] = {
             "proba": proba,
             "accuracy": float((proba.argmax(2) == y_sc[None, :]).mean()),

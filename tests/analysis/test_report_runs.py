@@ -116,7 +116,10 @@ def test_html_shows_conditions_classes_splits_p_final_ci_command_versions():
     a["manifest"]["versions"] = {"torch": "2.5.1", "transformers": "4.46.0"}
     rep = build_report([a, _run("k2", "random-init"), baseline_entry()], extra={"command": "medprobe report a b c"})
     page = render_html(rep)
-    for text in ("benign, malignant", "train 300, val 100, test 100", "random weights", "0.600 [0.50, 0.69] (n=100)",
+    p_final = rep["models"][0]
+    ci = p_final["p_final_ci95"]
+    for text in ("benign, malignant", "train 300, val 100, test 100", "random weights",
+                 f"0.600 [{ci[0]:.2f}, {ci[1]:.2f}] (n=100",
                  "<code>medprobe report a b c</code>", "<td>torch</td><td>2.5.1</td>", "decided by:"):  # fmt: skip
         assert text in page, text
     assert page.count("<img alt=") == 3
@@ -127,17 +130,29 @@ def test_decided_by_names_the_rule_condition_and_the_numbers():
     rep = build_report([mllm_entry(p_final=0.3), baseline_entry()])
     verdicts = {v["mode"]: v for v in rep["models"][0]["diagnosis"]["linear"]}
     th = rep["diagnosis_settings"]["thresholds"]
-    conn = decided_by(verdicts["connector_fidelity"])
-    assert conn.startswith(f"drop +0.100 ≥ {th['connector_drop']:.3f}") and "connector 0.700 < feeding layer's CI low 0.770" in conn
-    sem = decided_by(verdicts["semantic_mapping"])
-    assert "|P_final − probe| 0.450" in sem and "outside the probe's CI [0.720, 0.780]" in sem
-    vis = decided_by(verdicts["visual_representation"])
-    assert vis == f"gap +0.100 ≥ {th['visual_gap']:.3f} and vision CI high 0.830 < baseline 0.900"
+    # diagnosis-2: the effect against its minimum and the paired test against alpha
+    conn = verdicts["connector_fidelity"]
+    lo, hi = conn["ci95"]
+    assert decided_by(conn, th["alpha"]) == (
+        f"effect {conn['effect']:+.3f} [{lo:.2f}, {hi:.2f}] ≥ minimum {th['connector_drop']:.3f} and "
+        f"p = {conn['p_value']:.1e} < {th['alpha']:g}"
+    )
+    entry = verdicts["llm_entry"]
+    assert entry["verdict"] == "absent"
+    assert f"< minimum {th['entry_drop']:.3f}" in decided_by(entry) and f"≥ {th['alpha']:g}" in decided_by(entry)
     llm = decided_by(verdicts["llm_comprehension"])
-    assert "falls from peak (-0.100" in llm
-    # statistics a verdict may carry are shown too
-    v = dict(verdicts["connector_fidelity"], effect=-0.1, ci95=[-0.16, -0.04], p_value=0.0004)
-    assert decided_by(v).endswith("effect -0.100 [-0.16, -0.04]; p = 4.0e-04")
+    assert f"minimum {th['llm_drop']:.3f}" in llm and "(Holm" in llm
+    page = render_html(rep)
+    assert "decided by: effect" in page and "decided by: effect" in render_markdown(rep)
+    # diagnosis-1 verdicts (schema 1 reports) are explained from their evidence
+    v1 = {"mode": "connector_fidelity", "verdict": "present", "summary": "",
+          "evidence": {"feeding_layer": {"accuracy": 0.8, "ci95": [0.77, 0.83]}, "connector": {"accuracy": 0.7},
+                       "drop": 0.1, "threshold": 0.02}}  # fmt: skip
+    assert decided_by(v1) == "drop +0.100 ≥ 0.020 and connector 0.700 < feeding layer's CI low 0.770"
+    v1_sem = {"mode": "semantic_mapping", "verdict": "absent", "summary": "",
+              "evidence": {"final_token_probe": {"ci95": [0.72, 0.78]}, "difference": -0.01, "p_final": 0.74,
+                           "threshold": 0.02}}  # fmt: skip
+    assert decided_by(v1_sem) == "|P_final − probe| 0.010 < 0.020 and P_final inside the probe's CI [0.720, 0.780]"
     assert decided_by({"mode": "semantic_mapping", "verdict": "not_assessed", "evidence": {}}) == ""
 
 

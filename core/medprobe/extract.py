@@ -180,7 +180,11 @@ def plan_extract(
     if adapter_lora is not None:
         payload["adapter_lora"] = adapter_lora
     key = run_key(payload)
-    run_dir = Path(out) / f"{loaded.card.id.replace('/', '_').replace(':', '_')}__{ds.name}__{key[:12]}"
+    from .features.provenance import condition_and_leakage
+
+    condition, leakage, groups = condition_and_leakage(loaded, ds, samples, adapter_lora)
+    twin = "+random-init" if condition["weights"] == "random" else ""
+    run_dir = Path(out) / f"{loaded.card.id.replace('/', '_').replace(':', '_')}{twin}__{ds.name}__{key[:12]}"
     reasons = synthetic_reasons(loaded, ds)
     manifest = {
         "format": FORMAT,
@@ -195,7 +199,9 @@ def plan_extract(
             "layer_map_resolved_against": loaded.layer_map.resolved_against,
             "adapter_lora": adapter_lora,
         },
-        "dataset": dataset_record(ds, samples, limit),
+        "dataset": dict(dataset_record(ds, samples, limit), sample_groups=groups),
+        "condition": condition,
+        "leakage": leakage,
         "layers": [s.to_dict() for s in selected],
         "readouts": list(wanted),
         "readouts_per_layer": per_layer,

@@ -83,8 +83,12 @@ def probe_run(
             except ProbeError:
                 pass  # unreadable: retrain and overwrite
         features = {f"{lid}/{ro}": x for lid, ro, x in run.iter_features()}
-        # control-task labels keyed by sample id: identical for every model probed on these samples
-        hyper.setdefault("groups", run.sample_ids)
+        # leakage groups (patient, else exact / near-duplicate cluster, else sample id) recorded at
+        # extraction: folds and control-task labels keep each group together; identical for every
+        # model probed on these samples. Runs extracted before groups were recorded: the sample ids.
+        from .datasets.groups import run_groups
+
+        hyper.setdefault("groups", run_groups(run.manifest) or run.sample_ids)
         results = probe_layers(features, run.labels, run.splits, probe=name, seed=seed, controls=controls,
                                n_classes=len(run.classes), **hyper)
         results.save(directory)
@@ -119,8 +123,10 @@ def model_input(
         p_final_n = classify.p_final_n if p_final is not None else None
         manifest["classify"] = classify_summary(classify, run)
         reasons.extend(r for r in classify.record.get("synthetic_reasons", []) if r not in reasons)
+    from .analysis.twins import row_id
+
     return ModelInput.from_probe_results(
-        model=card["id"],
+        model=row_id(card["id"], run.manifest.get("condition")),
         kind=kind or card["kind"],
         layers=run.layers,
         results=results,

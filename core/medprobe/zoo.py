@@ -89,7 +89,16 @@ def load_model(ref: str, *, tiny: bool = False, seed: int = 0, **options: Any) -
     card = get_card(ref)
     adapter = get_adapter(card.family)
     if tiny:
+        if options.get("random_init"):
+            from .adapter import AdapterError
+
+            raise AdapterError(
+                f"model '{ref}': --tiny models are random already, so they have no random-weights twin; "
+                "save a checkpoint and load it with --source DIR (its twin: --source DIR --random-init)"
+            )
         return adapter.build_tiny(card, seed=seed)
+    if options.get("random_init"):
+        options.setdefault("seed", seed)  # the twin's random draw follows --seed
     return adapter.load(card, **options)
 
 

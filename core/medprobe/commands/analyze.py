@@ -12,6 +12,8 @@ def _print_report_summary(rep, out: str | None) -> None:
     report = rep.data if hasattr(rep, "data") else rep
     if report.get("synthetic"):
         click.echo(f"NOTE: {report.get('banner', 'synthetic inputs')}")
+    if report.get("leakage_banner"):
+        click.echo(report["leakage_banner"])
     primary = report.get("primary_probe")
     click.echo(f"FHS profiles ({primary} probe):")
     for m in report["models"]:
@@ -34,11 +36,18 @@ def probe(run, probe, seed, no_controls, force, as_json):
     from ..store import Run
     from .output import echo_json, echo_table
 
+    from ..datasets.groups import summary_line
+
     r = Run.open(run)
     results = probe_run(r, probe, seed=seed, controls=not no_controls, force=force)
+    leakage = r.manifest.get("leakage")
     if as_json:
-        echo_json({name: res.to_dict() for name, res in results.items()})
+        echo_json({name: dict(res.to_dict(), leakage=leakage) for name, res in results.items()})
         return
+    line = summary_line(leakage) if leakage is not None else (
+        "LEAKAGE: not recorded (run extracted before duplicate checks); re-extract to group folds by duplicate cluster")
+    if line:
+        click.echo(line)
     for name, res in results.items():
         click.echo(f"{name} probe (seed {seed}) -> {probe_dir(r, name, seed)}")
         echo_table(

@@ -65,7 +65,9 @@ def perceptual_hash(image: Image.Image | np.ndarray) -> int:
         image = array_to_image(image)
     grey = image.convert("L").resize((PHASH_SIDE, PHASH_SIDE), Image.Resampling.BOX)
     a = np.asarray(grey, dtype=np.float64)
-    coeff = (_DCT @ a @ _DCT.T)[:PHASH_BLOCK, :PHASH_BLOCK].ravel()
+    # rounded so that float noise cannot set bits: a flat image hashes to its DC bit alone, and
+    # all blank images (of any size or grey level) are near duplicates of each other
+    coeff = np.round((_DCT @ a @ _DCT.T)[:PHASH_BLOCK, :PHASH_BLOCK].ravel(), 6)
     median = np.median(coeff[1:])
     bits = coeff > median
     return int(sum(1 << i for i, b in enumerate(bits) if b))

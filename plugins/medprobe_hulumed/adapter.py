@@ -152,7 +152,7 @@ class HuluMedAdapter(ModelAdapter):
             extra_kwargs["attn_implementation"] = options["attn_implementation"]
         if options.get("max_memory"):
             extra_kwargs["max_memory"] = options["max_memory"]
-        weights = src.weights
+        weights, redrawn = src.weights, []
         try:
             if random_init:
                 from medprobe.models.condition import build_random, random_init_label
@@ -161,7 +161,7 @@ class HuluMedAdapter(ModelAdapter):
                 if device_map not in (None, "", "none"):
                     raise AdapterError(f"card '{card.id}': --random-init builds the model on one device; drop --device-map")
                 config = transformers.AutoConfig.from_pretrained(src.location, **src.processor_kwargs())
-                model = build_random(
+                model, redrawn = build_random(
                     None, config, seed=seed, dtype=torch_dtype(src.dtype_name), device=device,
                     make=lambda cfg, dt: transformers.AutoModelForCausalLM.from_config(cfg, dtype=dt, trust_remote_code=True),
                 )
@@ -194,7 +194,8 @@ class HuluMedAdapter(ModelAdapter):
             weights=weights,
             device=model_device(model),
             dtype=src.dtype_name,
-            extra={"image_token_id": image_token_id, "image_size": side},
+            extra={"image_token_id": image_token_id, "image_size": side,
+                   **({"random_init_redrawn": redrawn} if redrawn else {})},
         )
 
     # -- inputs and forward --------------------------------------------------------------------

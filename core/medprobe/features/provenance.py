@@ -22,6 +22,6 @@ def condition_and_leakage(
     from ..datasets.groups import dataset_leakage
     from ..models.condition import weights_condition
 
-    condition = weights_condition(loaded.weights, adapter_lora)
+    condition = weights_condition(loaded.weights, adapter_lora, loaded.extra.get("random_init_redrawn"))
     leakage, groups = dataset_leakage(ds, samples)
     return condition, leakage, groups

@@ -187,10 +187,10 @@ class StockMLLMAdapter(ModelAdapter):
         if raw.get("model_type") not in self.model_types:
             raise self.wrong_model_type(card, src, raw.get("model_type"))
         model_extra = {k: options[k] for k in COMMON_OPTIONS if options.get(k) is not None}
-        weights = src.weights
+        weights, redrawn = src.weights, []
         try:
             if random_init:
-                model, weights = self._random_twin(card, cls, src, device, device_map, seed, model_extra)
+                model, weights, redrawn = self._random_twin(card, cls, src, device, device_map, seed, model_extra)
             else:
                 model = cls.from_pretrained(src.location, **src.model_kwargs(device_map, **model_extra))
             processor = transformers.AutoProcessor.from_pretrained(
@@ -214,12 +214,13 @@ class StockMLLMAdapter(ModelAdapter):
             weights=weights,
             device=model_device(model),
             dtype=src.dtype_name,
-            extra=self.loaded_extra(card, model, processor, options),
+            extra=dict(self.loaded_extra(card, model, processor, options),
+                       **({"random_init_redrawn": redrawn} if redrawn else {})),
         )
 
     def _random_twin(self, card: ModelCard, cls: type, src: PretrainedSource, device: str, device_map: str | None,
-                     seed: int, model_extra: Mapping[str, Any]) -> tuple[Any, str]:
-        """The random-weights twin of ``src``: (model on ``device``, weights label)."""
+                     seed: int, model_extra: Mapping[str, Any]) -> tuple[Any, str, list[str]]:
+        """The random-weights twin of ``src``: (model on ``device``, weights label, redrawn zero-init matrices)."""
         from ..models.condition import build_random, random_init_label
         from ..runtime import torch_dtype
 
@@ -231,8 +232,8 @@ class StockMLLMAdapter(ModelAdapter):
         config = transformers.AutoConfig.from_pretrained(src.location, **src.processor_kwargs())
         if model_extra.get("attn_implementation"):
             config._attn_implementation = model_extra["attn_implementation"]
-        model = build_random(cls, config, seed=seed, dtype=torch_dtype(src.dtype_name), device=device)
-        return model, random_init_label(seed, src.weights)
+        model, redrawn = build_random(cls, config, seed=seed, dtype=torch_dtype(src.dtype_name), device=device)
+        return model, random_init_label(seed, src.weights), redrawn
 
     # -- inputs and forward --------------------------------------------------------------------
     def preprocess(self, loaded: LoadedModel, images: Sequence[Any], prompt: str | None = None) -> Batch:

@@ -13,7 +13,8 @@ manifest::
     {"weights": "pretrained" | "random" | "tiny-random",
      "source": "hub:org/name@main" | "local:/dir" | None,   # where weights or config came from
      "seed": 0 | None,                                        # of the random initialisation
-     "lora": None | {"path": ..., "sha256": ..., "merged": ...}}
+     "lora": None | {"path": ..., "sha256": ..., "merged": ...},
+     "redrawn_zero_init": [...]}                              # only on twins where it applies
 
 :func:`random_init_label` / :func:`parse_weights` write and read the weights label
 ``random-init(seed=S):<source label>`` of a twin. No torch at import.
@@ -46,10 +47,15 @@ def parse_weights(weights: str) -> dict[str, Any]:
     return {"weights": "pretrained", "source": weights or None, "seed": None}
 
 
-def weights_condition(weights: str, adapter_lora: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The manifest's ``condition`` block (module doc) from the weights label and LoRA identity."""
+def weights_condition(weights: str, adapter_lora: Mapping[str, Any] | None = None,
+                      redrawn: list[str] | None = None) -> dict[str, Any]:
+    """The manifest's ``condition`` block (module doc) from the weights label and LoRA identity;
+    a twin whose zero-initialised matrices were redrawn (:func:`build_random`) lists them under
+    ``redrawn_zero_init``."""
     out = parse_weights(weights)
     out["lora"] = dict(adapter_lora) if adapter_lora else None
+    if redrawn:
+        out["redrawn_zero_init"] = list(redrawn)
     return out
 
 
@@ -65,13 +71,35 @@ def is_random_twin(condition: Mapping[str, Any] | None) -> bool:
     return bool(condition) and condition.get("weights") == "random"
 
 
-def build_random(cls: Any, config: Any, *, seed: int, dtype: Any, device: str = "cpu", make: Any = None) -> Any:
+def build_random(cls: Any, config: Any, *, seed: int, dtype: Any, device: str = "cpu", make: Any = None) -> tuple[Any, list[str]]:
     """``cls`` built from ``config`` with weights drawn from ``torch.manual_seed(seed)`` (the
     class's own ``_init_weights``), on the CPU (so the draw does not depend on the device), in
     ``dtype``, then moved to ``device``. ``make(config, dtype)`` replaces ``cls._from_config`` (e.g.
-    ``AutoModelForCausalLM.from_config`` for remote-code families). Returns the module in eval mode."""
+    ``AutoModelForCausalLM.from_config`` for remote-code families).
+
+    A weight matrix (>= 2 dims) the class initialises to all zeros (Gemma 3's
+    ``mm_input_projection_weight``) would make every later layer see a constant image: such
+    matrices are redrawn from N(0, initializer_range^2) in the same seeded stream, and their names
+    returned so the manifest can say so. Returns ``(module in eval mode, redrawn names)``."""
+    import torch
+
     from ..hf.tiny import seeded
 
     with seeded(seed):
         model = make(config, dtype) if make is not None else cls._from_config(config, dtype=dtype)
-    return model.to(device).eval()
+        std = _initializer_range(config)
+        redrawn = []
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if p.ndim >= 2 and p.is_floating_point() and not bool(p.any()):
+                    p.normal_(0.0, std)
+                    redrawn.append(name)
+    return model.to(device).eval(), redrawn
+
+
+def _initializer_range(config: Any) -> float:
+    for cfg in (config, getattr(config, "text_config", None), getattr(config, "vision_config", None)):
+        value = getattr(cfg, "initializer_range", None) if cfg is not None else None
+        if isinstance(value, (int, float)) and value > 0:
+            return float(value)
+    return 0.02

@@ -199,7 +199,7 @@ def plan_extract(
             "layer_map_resolved_against": loaded.layer_map.resolved_against,
             "adapter_lora": adapter_lora,
         },
-        "dataset": dict(dataset_record(ds, samples, limit), sample_groups=groups),
+        "dataset": dict(dataset_record(ds, samples, limit), groups=groups),
         "condition": condition,
         "leakage": leakage,
         "layers": [s.to_dict() for s in selected],

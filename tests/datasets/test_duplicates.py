@@ -159,8 +159,8 @@ def test_leakage_banner_in_html():
 
 def test_old_manifest_without_groups_falls_back():
     assert run_groups({"dataset": {"sample_ids": ["a", "b"]}}) is None
-    with pytest.raises(Exception, match="sample_groups has 1 entries for 2 samples"):
-        run_groups({"dataset": {"sample_ids": ["a", "b"], "sample_groups": ["x"]}})
+    with pytest.raises(Exception, match="groups has 1 entries for 2 samples"):
+        run_groups({"dataset": {"sample_ids": ["a", "b"], "groups": ["x"]}})
 
 
 def test_dataset_leakage_restricts_to_a_subset(issue_folder):

@@ -319,17 +319,17 @@ def summary_line(leakage: Mapping[str, Any] | None) -> str | None:
 
 
 def run_groups(manifest: Mapping[str, Any]) -> list[str] | None:
-    """The per-sample group labels recorded in a run manifest (``dataset.sample_groups``, aligned
+    """The per-sample group labels recorded in a run manifest (``dataset.groups``, aligned
     with ``dataset.sample_ids``), or ``None`` for runs extracted before groups were recorded."""
     ds = manifest.get("dataset") or {}
-    groups = ds.get("sample_groups")
+    groups = ds.get("groups")
     if groups is None:
         return None
     if len(groups) != len(ds.get("sample_ids", [])):
         from ..registry import MedprobeError
 
         raise MedprobeError(
-            f"run manifest: dataset.sample_groups has {len(groups)} entries for {len(ds.get('sample_ids', []))} "
+            f"run manifest: dataset.groups has {len(groups)} entries for {len(ds.get('sample_ids', []))} "
             "samples; the manifest is corrupt: re-extract with --no-resume"
         )
     return list(groups)

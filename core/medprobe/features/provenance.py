@@ -2,7 +2,7 @@
 condition (pretrained / random-weights twin / tiny random, LoRA) and the data's leakage groups.
 
 :func:`condition_and_leakage` is called by :func:`medprobe.extract.plan_extract`; it fills the
-manifest's ``condition`` and ``leakage`` blocks and ``dataset.sample_groups`` (one group label per
+manifest's ``condition`` and ``leakage`` blocks and ``dataset.groups`` (one group label per
 row, aligned with ``dataset.sample_ids``), documented in ``docs/feature-store.md``. The condition is
 derived from the weights label and the LoRA identity, both already part of the run key, so a
 twin's run key always differs from its model's. The leakage record and the groups are derived from

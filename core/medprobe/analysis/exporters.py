@@ -31,6 +31,7 @@ CSV_COLUMNS = (
 MODE_TITLES = {
     "visual_representation": "visual representation",
     "connector_fidelity": "connector fidelity",
+    "llm_entry": "LLM entry",
     "llm_comprehension": "LLM comprehension",
     "semantic_mapping": "semantic mapping",
 }

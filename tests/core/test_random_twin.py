@@ -15,7 +15,7 @@ from medprobe.extract import extract
 from medprobe.models.condition import condition_label, parse_weights, random_init_label, weights_condition
 from medprobe.zoo import get_adapter, get_card, load_model
 
-DATA = "synthetic:lesions?n=30&size=32"
+DATA = "synthetic:lesions?n=60&size=32"
 #: one card of every stock MLLM family (their saved tiny checkpoints stand in for the hub weights)
 MLLM_CARDS = ("llava-med-v1.5", "lingshu-7b", "medvlm-r1-2b", "medgemma-4b")
 
@@ -64,13 +64,14 @@ def test_mllm_twin_same_architecture_random_weights(card_id, tmp_path, offline):
         assert twin.extra["random_init_redrawn"] == ["model.multi_modal_projector.mm_input_projection_weight"]
 
 
+@pytest.mark.slow  # two extractions, two cv probes (3 seeds, 100 permutations) and a report: ~40 s on the shared box
 def test_twin_run_condition_key_and_report_floor(tmp_path, offline):
     from medprobe.pipeline import report_runs
 
     source = _checkpoint("llava-med-v1.5", tmp_path)
     runs = tmp_path / "runs"
-    model = extract("llava-med-v1.5", DATA, runs, source=source, batch_size=15, progress=False, layers="vision.00,connector,llm.00")
-    twin = extract("llava-med-v1.5", DATA, runs, source=source, random_init=True, batch_size=15, progress=False,
+    model = extract("llava-med-v1.5", DATA, runs, source=source, batch_size=30, progress=False, layers="vision.00,connector,llm.00")
+    twin = extract("llava-med-v1.5", DATA, runs, source=source, random_init=True, batch_size=30, progress=False,
                    layers="vision.00,connector,llm.00")
     assert model.key != twin.key and model.path != twin.path
     assert twin.path.name.startswith("llava-med-v1.5+random-init__")
@@ -96,7 +97,7 @@ def test_twin_run_condition_key_and_report_floor(tmp_path, offline):
 
 
 def test_timm_twin_condition(tmp_path):
-    run = extract("resnet18", DATA, tmp_path, random_init=True, batch_size=15, progress=False, layers="stage.0")
+    run = extract("resnet18", DATA, tmp_path, random_init=True, batch_size=30, progress=False, layers="stage.0")
     assert run.manifest["condition"]["weights"] == "random" and run.path.name.startswith("resnet18+random-init__")
 
 

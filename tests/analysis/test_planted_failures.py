@@ -46,9 +46,9 @@ from PIL import Image
 
 from medprobe.analysis.diagnosis import DIAGNOSIS_VERSION, MODES
 from medprobe.analysis.report import ModelInput, build_report
-from medprobe.extract import extract
-from medprobe.pipeline import probe_run
-from medprobe.zoo import get_adapter, get_card
+from medprobe.features.extract import extract
+from medprobe.tasks.pipeline import probe_run
+from medprobe.models.zoo import get_adapter, get_card
 
 pytestmark = pytest.mark.slow
 
@@ -138,7 +138,7 @@ def _save(loaded, directory: Path) -> Path:
 def runs(tmp_path_factory):
     """stage -> (complete run, classify run or None), extracted once (every seed reuses them), plus
     the baseline run."""
-    from medprobe.classify import classify
+    from medprobe.tasks.classify import classify
 
     root = tmp_path_factory.mktemp("planted")
     spec = _write_dataset(root / "data")

@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from medprobe.adapter import AdapterError
-from medprobe.extract import extract
+from medprobe.features.extract import extract
 from medprobe.models.condition import condition_label, parse_weights, random_init_label, weights_condition
-from medprobe.zoo import get_adapter, get_card, load_model
+from medprobe.models.prepare import load_model
+from medprobe.models.zoo import get_adapter, get_card
 
 DATA = "synthetic:lesions?n=60&size=32"
 #: one card of every stock MLLM family (their saved tiny checkpoints stand in for the hub weights)
@@ -66,7 +67,7 @@ def test_mllm_twin_same_architecture_random_weights(card_id, tmp_path, offline):
 
 @pytest.mark.slow  # two extractions, two cv probes (3 seeds, 100 permutations) and a report: ~40 s on the shared box
 def test_twin_run_condition_key_and_report_floor(tmp_path, offline):
-    from medprobe.pipeline import report_runs
+    from medprobe.tasks.pipeline import report_runs
 
     source = _checkpoint("llava-med-v1.5", tmp_path)
     runs = tmp_path / "runs"

@@ -111,8 +111,8 @@ def test_synthetic_data_says_not_checked():
 
 @pytest.mark.slow  # one extraction + two probes + a report: ~15 s on the shared 2-core box
 def test_leakage_reaches_manifest_probe_and_report(issue_folder, tmp_path):
-    from medprobe.extract import extract
-    from medprobe.pipeline import report_runs
+    from medprobe.features.extract import extract
+    from medprobe.tasks.pipeline import report_runs
 
     spec = f"imagefolder:{issue_folder}"
     run = extract("example-cnn", spec, tmp_path / "runs", tiny=True, batch_size=64, progress=False)

@@ -83,7 +83,7 @@ def build_random(cls: Any, config: Any, *, seed: int, dtype: Any, device: str = 
     returned so the manifest can say so. Returns ``(module in eval mode, redrawn names)``."""
     import torch
 
-    from ..hf.tiny import seeded
+    from .hf.tiny import seeded
 
     with seeded(seed):
         model = make(config, dtype) if make is not None else cls._from_config(config, dtype=dtype)

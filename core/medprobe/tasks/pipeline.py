@@ -56,7 +56,7 @@ def _open(run: Run | str | Path) -> Run:
 def probe_dir(run: Run, probe: str, settings: Any = None) -> Path:
     """``RUN/probes/<dir>`` of ``settings`` (a :class:`~medprobe.analysis.protocol.ProbeSettings`;
     an int is a base seed of the default settings; ``None``: the defaults)."""
-    from .analysis.protocol import ProbeSettings
+    from ..analysis.protocol import ProbeSettings
 
     if not isinstance(settings, ProbeSettings):
         settings, _ = ProbeSettings.split_options({"seed": settings})

@@ -27,10 +27,9 @@ import numpy as np
 from PIL import Image
 
 #: Hamming distance (bits out of 64) at or below which two perceptual hashes are near duplicates.
-#: Measured (docs/datasets.md, "Near duplicates"): of 1,200 altered copies of 200 synthetic
-#: lesion images (half / 1.4x size, brightness x0.9 / x1.1 / +15, JPEG q=60) 99.75% are within
-#: 6 bits (max 8); distinct lesion images are >= 16 bits apart. Hashes differ by even counts
-#: only (31 of the 63 AC bits are set in every hash), so 6 means "at most 3 coefficients swapped".
+#: Measured (docs/datasets.md, "Near duplicates: the threshold"): of 1,200 altered copies of 200
+#: synthetic lesion images (half / 1.4x size, brightness x0.9 / x1.1 / +15, JPEG q=60) 99.75% are
+#: within 6 bits (max 8); distinct lesion images are >= 12 bits apart.
 NEAR_THRESHOLD = 6
 #: side of the grey thumbnail the DCT is taken of, and of the low-frequency block kept
 PHASH_SIDE = 32

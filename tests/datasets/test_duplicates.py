@@ -128,7 +128,7 @@ def test_leakage_reaches_manifest_probe_and_report(issue_folder, tmp_path):
     assert "LEAKAGE: 50 duplicate cluster(s) (50 exact, 0 near" in text.output
     assert "(test 23, train 50, val 27)" in text.output
     js = CliRunner().invoke(cli, ["probe", str(run.path), "--no-controls", "--json"])
-    assert json.loads(js.output)["linear"]["leakage"]["exact_clusters"] == 50
+    assert json.loads(js.output)["linear"]["protocol"]["leakage"]["exact_clusters"] == 50
 
     report = report_runs([run], tmp_path / "report", formats=("json", "md"))
     entry = report["models"][0]

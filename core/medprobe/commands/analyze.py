@@ -67,7 +67,7 @@ def probe(run, probe, protocol, k, seeds, seed, n_permutations, recipe, holdout,
     results = probe_run(r, probe, settings=settings, force=force)
     leakage = r.manifest.get("leakage")
     if as_json:
-        echo_json({name: dict(res.to_dict(), leakage=leakage) for name, res in results.items()})
+        echo_json({name: res.to_dict() for name, res in results.items()})  # protocol.leakage: the duplicates
         return
     line = summary_line(leakage) if leakage is not None else (
         "LEAKAGE: not recorded (run extracted before duplicate checks); re-extract to group folds by duplicate cluster")

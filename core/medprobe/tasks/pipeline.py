@@ -112,6 +112,8 @@ def probe_run(
         groups = hyper.pop("groups", None) or run_groups(run)
         results = probe_layers(features, run.labels, run.splits, probe=name, settings=settings,
                                n_classes=len(run.classes), groups=groups, class_names=run.classes, **hyper)
+        # what the groups stand for, saved with the results and printed by `medprobe probe`
+        results.protocol["leakage"] = run.manifest.get("leakage")
         results.save(directory)
         out[name] = results
     return out

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 from scipy.stats import binomtest, norm
+from scipy.stats import t as t_dist
 
 from medprobe.analysis import inference as I
 from medprobe.registry import MedprobeError
@@ -66,7 +67,8 @@ def _naive_draws(c, n_boot, seed, key):
     m = srng.multinomial(s, np.full(s, 1.0 / s), size=n_boot)
     full = per_seed.mean(axis=1)
     res = (m * per_seed).sum(axis=1) / s
-    return full + math.sqrt(s / (s - 1)) * (res - full)
+    scale = math.sqrt(s / (s - 1)) * t_dist.ppf(0.95, s - 1) / norm.ppf(0.95)
+    return full + scale * (res - full)
 
 
 def test_bootstrap_draws_equal_explicit_resampling():
@@ -90,12 +92,15 @@ def test_bootstrap_variance_matches_theory_one_seed():
 
 def test_seed_part_of_the_variance_is_unbiased():
     # seeds all-right / all-wrong / all-right: resampling samples changes nothing, only the seed
-    # part varies; corrected, its variance is s^2 / S = var([1, 0, 1], ddof=1) / 3 = 1/9
+    # part varies; its variance is s^2 / S = var([1, 0, 1], ddof=1) / 3 = 1/9, times the
+    # t-calibration (t_2(0.95) / z(0.95))^2 = (2.919986 / 1.644854)^2 = 3.151398
     c = np.stack([np.ones(10, bool), np.zeros(10, bool), np.ones(10, bool)])
     boot = I.PairedBootstrap({"a": c}, n_boot=20000, seed=2)
     d = boot.draws("a")
-    assert d.mean() == pytest.approx(2 / 3, abs=0.01)
-    assert d.var() == pytest.approx(1 / 9, rel=0.03)
+    assert I.seed_scale(3) ** 2 == pytest.approx(1.5 * 3.151398, rel=1e-5)
+    assert I.seed_scale(1) == 0.0
+    assert d.mean() == pytest.approx(2 / 3, abs=0.02)
+    assert d.var() == pytest.approx(3.151398 / 9, rel=0.03)
 
 
 def test_paired_difference_hand_cases():

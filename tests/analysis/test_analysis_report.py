@@ -236,3 +236,19 @@ def test_baseline_on_other_samples_is_not_paired_and_answers_align_by_id():
     assert answers_correctness(answers, ["a", "b", "c"]).tolist() == [True, False, True]
     with pytest.raises(ReportError, match="first: 'd'"):
         answers_correctness(answers, ["a", "d"])
+
+
+def test_markdown_and_html_show_intervals_and_verdict_statistics(tmp_path):
+    rep = build_report([mllm_entry(), baseline_entry()])
+    paths = write_report(rep, tmp_path, formats=("md", "html"))
+    md = paths["md"].read_text()
+    assert "## FHS with 95% intervals — `linear` probe" in md and "## Verdict statistics — `linear` probe" in md
+    fhs_c = rep["models"][0]["fhs"]["linear"]["connector"]
+    assert f"0.700 [{fhs_c['ci95'][0]:.3f}, {fhs_c['ci95'][1]:.3f}]" in md
+    assert "| Tiny MLLM | connector_fidelity | present | +0.100 |" in md
+    assert "answer scoring (log-likelihood)" in md and "| 100 × 3 |" in md
+    html = paths["html"].read_text()
+    assert "Verdict statistics" in html and "paired 95% CI" in html and "LLM entry" in html
+    old = build_report([mllm_entry(outcomes=False)])
+    md_old = write_report(old, tmp_path / "old", formats=("md",))["md"].read_text()
+    assert "no CI: no per-sample outcomes" in md_old and "none (not assessed)" in md_old

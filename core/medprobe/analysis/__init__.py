@@ -7,13 +7,16 @@ module                 concept
 =====================  ==========================================================================
 ``metrics``            accuracy, balanced accuracy, macro-F1, AUROC, chance, bootstrap / Wilson CI
 ``controls``           permutation null and Hewitt–Liang control task, p-value, selectivity
-``results``            ``LayerProbeResult`` / ``ProbeResults`` (save / load, safetensors weights)
+``results``            ``LayerProbeResult`` / ``ProbeResults`` (save / load, outcomes, safetensors weights)
+``protocol``           ``ProbeSettings``, cv / split protocol: stratified grouped folds, inner split, plans
 ``probes``             ``probe_layers``: chunked, batched-over-layers probing driver
 ``lbfgs``              batched L-BFGS (one history per problem)
 ``linear`` / ``mlp``   the two built-in probes (torch)
 ``reference``          per-layer reference implementations (scikit-learn / per-layer AdamW loop)
 ``fhs``                the paper's Feature Health Score and the FHS_V -> FHS_C -> FHS_L -> P_final profile
-``diagnosis``          the four failure modes with documented thresholds and evidence
+``inference``          paired statistics on per-sample outcomes (bootstrap over samples and seeds, max-t, McNemar, Holm)
+``diagnosis``          the failure modes decided by paired tests, minimum effect sizes and evidence
+``simulation``         simulated per-sample outcomes with known truth (calibration of the diagnosis)
 ``report``             report inputs (``ModelInput``), ``build_report``, ``load_report``
 ``figures``            matplotlib (Agg) figures as PNG bytes
 ``exporters``          ``report.json`` / ``report.csv`` / ``report.md`` / ``report.html`` writers
@@ -31,6 +34,7 @@ _EXPORTS = {
     "probe_layers": "probes",
     "get_probe": "probes",
     "ProbeResults": "results",
+    "ProbeSettings": "protocol",
     "LayerProbeResult": "results",
     "ProbeError": "results",
     "module_fhs": "fhs",

@@ -176,7 +176,10 @@ def span_features(X: torch.Tensor, fit_rows: torch.Tensor, rel_eig: float = 1e-6
     above ``rel_eig * max(lam)`` (P <= len(fit_rows)). For the fit rows that is ``U
     diag(lam)^{1/2}``: the coordinates in an orthonormal basis of the rows' span, so an L2-penalised
     linear model fitted on any subset of the fit rows has the same logits and penalty in either
-    representation. Where D <= len(fit_rows) the standardised features are returned as they are.
+    representation. Where D <= len(fit_rows) the standardised features are rotated onto the
+    eigenvectors of their covariance (an orthogonal rotation: the L2 penalty and every fit are
+    unchanged). Either way the columns are uncorrelated over the fit rows, which is what the
+    diagonal preconditioner of :func:`fit_weighted_heads` assumes.
     """
     Xf = X.index_select(1, fit_rows)
     mean, std = standardizer(Xf)
@@ -185,7 +188,10 @@ def span_features(X: torch.Tensor, fit_rows: torch.Tensor, rel_eig: float = 1e-6
     L, n, D = X.shape
     nf = int(fit_rows.numel())
     if D <= nf:
-        return Xs
+        Xf = Xs.index_select(1, fit_rows)
+        cov = torch.bmm(Xf.transpose(1, 2), Xf).double()
+        _, V = torch.linalg.eigh(0.5 * (cov + cov.transpose(1, 2)))
+        return torch.bmm(Xs, V.to(X.dtype))
     Xf = Xs.index_select(1, fit_rows)
     gram = torch.bmm(Xs, Xf.transpose(1, 2))  # (L, n, nf)
     gf = gram.index_select(1, fit_rows).double()
@@ -209,6 +215,7 @@ def fit_weighted_heads(
     max_iter: int = 1000,
     tol: float = 1e-4,
     history: int = 10,
+    precondition: bool = True,
 ):
     """Fit L x H logistic regressions on standardised Z (L, n, P), each on its own rows.
 
@@ -216,6 +223,12 @@ def fit_weighted_heads(
     fitted rows, 0 elsewhere, so the loss is the mean over its rows); ``C`` (L, H); the penalty is
     ``||W||^2 / (2 C n_fit)`` (doubled for K = 2, as :func:`fit_heads`). theta (L, H, K*P + K):
     W (K, P) then b (K,). Returns an ``LBFGSResult``.
+
+    ``precondition``: L-BFGS starts every recursion from the diagonal inverse-Hessian estimate
+    ``1 / (v_j / 4 + reg)`` for the weights of column j (``v_j`` its mean square over the head's
+    rows; 1/4 bounds ``p (1 - p)``) and ``4`` for the intercepts -- exact up to the probability
+    weights when the columns are uncorrelated (:func:`span_features`), so the solver needs far fewer
+    iterations; the optimum is the same.
     """
     L, n, P = Z.shape
     H = y.shape[1]
@@ -250,8 +263,14 @@ def fit_weighted_heads(
 
     if theta0 is None:
         theta0 = torch.zeros(L, H, K * P + K, dtype=Z.dtype, device=Z.device)
+    h0_inv = None
+    if precondition:
+        v = torch.bmm(Z.pow(2).transpose(1, 2), wt.T.unsqueeze(0).expand(L, n, H).contiguous())  # (L, P, H)
+        hw = 1.0 / (0.25 * v.transpose(1, 2) + reg.unsqueeze(-1))  # (L, H, P)
+        h0_inv = torch.cat([hw.unsqueeze(2).expand(L, H, K, P).reshape(L, H, K * P),
+                            torch.full((L, H, K), 4.0, dtype=Z.dtype, device=Z.device)], dim=-1)
     with torch.no_grad():
-        return batched_lbfgs(fun, theta0, max_iter=max_iter, gtol=tol, history=history)
+        return batched_lbfgs(fun, theta0, max_iter=max_iter, gtol=tol, history=history, h0_inv=h0_inv)
 
 
 def proba_weighted(Z: torch.Tensor, theta: torch.Tensor, K: int) -> torch.Tensor:

@@ -17,6 +17,13 @@ linear warmup over the first 5% of steps (as ``transformers.get_cosine_schedule_
   per-layer reference loop uses the same draws and order, so with ``dropout=0`` the two agree to
   float rounding; with dropout only the masks differ.
 
+That is recipe ``paper`` (the default, kept exactly). Recipe ``tuned`` trains the same model once
+per lr of ``tuned_lrs`` (1e-4, 1e-3, 1e-2) for ``tuned_epochs`` (40) epochs and lets every head
+keep the (lr, epoch) with its best val accuracy (ties -> lowest val loss). Either way a layer whose
+chosen epoch is the last one gets the warning "chosen epoch is the last one". Under the ``cv``
+protocol "train" / "val" / "test" are a plan's inner training folds, selection fold and scored
+fold (:mod:`.protocol`); plans are trained one after the other.
+
 Batching: a chunk of L layers and S label sets (real, control, permutations) is trained as
 L x S independent MLPs. First layers are one (L, D, S*H) tensor applied with ``torch.baddbmm``;
 second layers are (L*S, H, K). The loss is the sum over heads of each head's mean cross-entropy, so

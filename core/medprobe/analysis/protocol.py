@@ -2,7 +2,7 @@
 
 One value, :class:`ProbeSettings`, declares every option of a probing run (protocol, k, seeds,
 permutations, recipe, controls, bootstrap, memory, device). It travels unchanged from the
-``probe`` command / :func:`medprobe.pipeline.probe_run` / :func:`~.probes.probe_layers` to
+``probe`` command / :func:`medprobe.tasks.pipeline.probe_run` / :func:`~.probes.probe_layers` to
 :meth:`~.probes.Probe.fit_layers` and :func:`~.probes.run_probe`.
 
 :func:`make_design` turns labels, splits, groups and the settings into a :class:`Design`: the rows

@@ -271,8 +271,9 @@ class ModelInput:
         outcomes: dict[str, dict[str, Any]] = {}
         sample_index: dict[str, Any] = {}
         for probe, res in results.items():
-            idx = getattr(res, "sample_index", None)  # None: results written before medprobe.probe/2
-            if idx is None:
+            try:
+                idx = res.sample_index
+            except ProbeError:  # results written before medprobe.probe/2: verdicts not assessed, with the reason
                 continue
             sample_index[probe] = idx
             outcomes[probe] = {key: res.outcomes(key)[0] for key in res.layers}

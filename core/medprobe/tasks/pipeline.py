@@ -130,8 +130,9 @@ def model_input(
     """The report input (:class:`medprobe.analysis.report.ModelInput`) of one run, probing if needed.
 
     ``classify``: the paired :class:`medprobe.tasks.classify.ClassifyRun` of an MLLM run; it sets
-    ``p_final`` (test accuracy of the answers) and ``p_final_n`` and is summarised in the
-    manifest under ``"classify"``.
+    ``p_final`` (test accuracy of the answers) and ``p_final_n``, ``p_final_method`` (its mode) and
+    ``p_final_correct`` (every sample's answer correctness, for the paired ``semantic_mapping``
+    test), and is summarised in the manifest under ``"classify"``.
     """
     from ..analysis.report import ModelInput
 
@@ -140,10 +141,14 @@ def model_input(
     results = probe_run(run, list(probes), seed=seed)
     manifest = {k: v for k, v in run.manifest.items() if k not in ("features", "shards")}
     reasons = list(run.manifest.get("synthetic_reasons", []))
-    p_final = p_final_n = None
+    p_final = p_final_n = p_final_correct = p_final_method = None
     if classify is not None:
+        from ..analysis.report import answers_correctness
+
         p_final = classify.p_final
         p_final_n = classify.p_final_n if p_final is not None else None
+        p_final_method = classify.mode
+        p_final_correct = answers_correctness(classify.answers(), run.sample_ids, source=f"classify run {classify.path}")
         manifest["classify"] = classify_summary(classify, run)
         reasons.extend(r for r in classify.record.get("synthetic_reasons", []) if r not in reasons)
     from ..analysis.twins import row_id
@@ -159,6 +164,8 @@ def model_input(
         synthetic_reasons=reasons,
         p_final=p_final,
         p_final_n=p_final_n,
+        p_final_correct=p_final_correct,
+        p_final_method=p_final_method,
         manifest=manifest,
     )
 

@@ -12,7 +12,7 @@ import torch
 
 from medprobe.adapter import AdapterError
 from medprobe.features.extract import extract
-from medprobe.models.condition import condition_label, parse_weights, random_init_label, weights_condition
+from medprobe.models.condition import parse_weights, random_init_label, weights_condition
 from medprobe.models.prepare import load_model
 from medprobe.models.zoo import get_adapter, get_card
 
@@ -39,7 +39,7 @@ def test_weights_labels_round_trip():
     assert parse_weights("hub:org/x@main") == {"weights": "pretrained", "source": "hub:org/x@main", "seed": None}
     cond = weights_condition("local:/ckpt", {"path": "/a", "sha256": "x", "merged": False})
     assert cond["weights"] == "pretrained" and cond["lora"]["path"] == "/a"
-    assert condition_label(cond) == "pretrained+lora" and condition_label(weights_condition("random-init")) == "random-init"
+    assert weights_condition("random-init(seed=1):hub:o/m@main", redrawn=["w"])["redrawn_zero_init"] == ["w"]
 
 
 @pytest.mark.parametrize("card_id", MLLM_CARDS)

@@ -59,14 +59,6 @@ def weights_condition(weights: str, adapter_lora: Mapping[str, Any] | None = Non
     return out
 
 
-def condition_label(condition: Mapping[str, Any] | None) -> str:
-    """Short text for tables: ``pretrained``, ``random-init``, ``tiny-random``, ``+lora`` appended."""
-    if not condition:
-        return "pretrained"
-    label = {"random": "random-init"}.get(condition.get("weights", "pretrained"), condition.get("weights", "pretrained"))
-    return label + ("+lora" if condition.get("lora") else "")
-
-
 def is_random_twin(condition: Mapping[str, Any] | None) -> bool:
     return bool(condition) and condition.get("weights") == "random"
 

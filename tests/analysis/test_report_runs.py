@@ -37,8 +37,13 @@ def test_condition_of_each_kind_of_weights():
     assert hub == {"weights": "pretrained", "source": "hub:org/name@abc123", "revision": "abc123", "lora": None,
                    "label": "pretrained"}  # fmt: skip
     lora = cond("local:/ckpt", adapter_lora={"path": "/out/sft-a/", "sha256": "1a2b3c4d5e6f", "merged": True})
-    assert lora["lora"] == {"name": "sft-a", "sha256": "1a2b3c4d5e6f", "merged": True}
+    assert lora["lora"] == {"path": "/out/sft-a/", "name": "sft-a", "sha256": "1a2b3c4d5e6f", "merged": True}
     assert lora["label"] == "pretrained + LoRA sft-a (1a2b3c4d), merged"
+    # a run that records its condition block (random-weights twins): kept, with the label added
+    twin = condition_of({"model": {"weights": "random-init(seed=3):hub:o/m@main"},
+                         "condition": {"weights": "random", "source": "hub:o/m@main", "seed": 3, "lora": None}})  # fmt: skip
+    assert (twin["weights"], twin["source"], twin["seed"], twin["label"]) == ("random", "hub:o/m@main", 3,
+                                                                              "random weights (seed 3)")  # fmt: skip
     trained = cond("hub:timm/resnet18@main+trained(finetune):/runs/t/backbone.safetensors")
     assert trained["weights"] == "trained" and trained["label"] == "pretrained + trained (finetune)"
 

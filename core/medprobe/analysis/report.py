@@ -51,6 +51,7 @@ from ..layermap import MODULE_OF_STAGE
 from . import diagnosis as _diagnosis
 from . import fhs as _fhs
 from . import inference as _inference
+from . import twins as _twins
 from .metrics import wilson_ci
 from .results import LayerProbeResult, ProbeError, ProbeResults, _clean
 
@@ -79,8 +80,10 @@ def condition_of(manifest: Mapping[str, Any]) -> dict[str, Any]:
     random model, ``random`` = ``--random-init``, ``trained`` = a ``medprobe train`` backbone,
     else ``pretrained``), ``source`` (the weights string the run recorded, e.g.
     ``"hub:org/name@main"`` / ``"local:/ckpt"``; ``None`` when unknown), ``revision``, ``lora``
-    (``None`` or ``{"name", "sha256", "merged"}``) and ``label``, a short human-readable summary
-    (``"pretrained"``, ``"random weights"``, ``"tiny random"``, ``"pretrained + LoRA sft (1a2b3c4d)"``)."""
+    (``None`` or the adapter identity ``{"path", "sha256", "merged"}`` plus its ``name``) and
+    ``label``, a short human-readable summary (``"pretrained"``, ``"random weights (seed 0)"``,
+    ``"tiny random"``, ``"pretrained + LoRA sft (1a2b3c4d)"``). A manifest that records its own
+    ``condition`` block (``seed``, ``redrawn_zero_init``, ...) keeps those fields."""
     model = manifest.get("model") or {}
     weights = str(model.get("weights") or manifest.get("weights") or "")
     base, _, trained = weights.partition("+trained(")
@@ -93,21 +96,22 @@ def condition_of(manifest: Mapping[str, Any]) -> dict[str, Any]:
     if trained:
         kind = "trained"
         label += f" + trained ({trained.split(')', 1)[0]})"
+    recorded = manifest.get("condition") if isinstance(manifest.get("condition"), Mapping) else None
     lora = None
-    identity = model.get("adapter_lora") or manifest.get("adapter_lora")
+    identity = (recorded or {}).get("lora") or model.get("adapter_lora") or manifest.get("adapter_lora")
     if identity:
         path = str(identity.get("path") or "")
         name = Path(path.rstrip("/")).name if path else "adapter"
         sha = str(identity.get("sha256") or "")
-        lora = {"name": name, "sha256": sha or None, "merged": bool(identity.get("merged"))}
+        lora = {**dict(identity), "name": name, "sha256": sha or None, "merged": bool(identity.get("merged"))}
         label += f" + LoRA {name}" + (f" ({sha[:8]})" if sha else "") + (", merged" if lora["merged"] else "")
-    return {
-        "weights": kind,
-        "source": weights or None,
-        "revision": model.get("revision"),
-        "lora": lora,
-        "label": label,
-    }
+    out = {"weights": kind, "source": weights or None}
+    if recorded:  # the run's own condition block (weights, source, seed, lora, ...): kept as recorded
+        out.update({k: v for k, v in recorded.items() if k != "lora"})
+        if out.get("weights") == "random" and out.get("seed") is not None:
+            label = f"random weights (seed {out['seed']})"
+    out.update({"revision": model.get("revision"), "lora": lora, "label": label})
+    return out
 
 
 def condition_label(condition: Any) -> str:
@@ -573,6 +577,7 @@ def build_report(
                 "manifest": m.manifest,
             }
         )
+    _twins.decorate_entries(entries)  # condition, leakage, twin_of, random_floor (from the manifests)
     trained_entries = _trained_entries(trained)
     synthetic = any(m.synthetic for m in inputs) or any(t["synthetic"] for t in trained_entries)
     reasons = sorted(
@@ -594,6 +599,7 @@ def build_report(
             )
         ),
         "banner": SYNTHETIC_BANNER if synthetic else None,
+        "leakage_banner": _twins.leakage_banner(entries),
         "probes": probes,
         "primary_probe": primary,
         "fhs_settings": {

@@ -48,6 +48,8 @@ def _print_report_summary(rep, out: str | None, as_json: bool = False) -> None:
             click.echo(f"{m['id']}: {skipped} bad sample(s) were skipped (--skip-bad)", err=True)
     if report.get("synthetic"):
         click.echo(f"NOTE: {report.get('banner', 'synthetic inputs')}")
+    if report.get("leakage_banner"):
+        click.echo(report["leakage_banner"])
     primary = report.get("primary_probe")
     click.echo(f"FHS profiles ({primary} probe):")
     for m in report["models"]:
@@ -88,6 +90,7 @@ def probe(run, probe, protocol, k, seeds, seed, n_permutations, recipe, holdout,
 
     Results are saved in RUN/probes/<settings>; a rerun with the same settings reuses them (the output says so)."""
     from ..analysis.protocol import ProbeSettings
+    from ..datasets.groups import summary_line
     from ..features.store import Run
     from ..tasks.pipeline import parse_probes, probe_dir, probe_run  # probe_run is what medprobe.probe wraps
     from .output import echo_json, echo_table
@@ -99,9 +102,14 @@ def probe(run, probe, protocol, k, seeds, seed, n_permutations, recipe, holdout,
     r = Run.open(run)
     saved = {n for n in parse_probes(probe) if not force and (probe_dir(r, n, settings) / "results.json").is_file()}
     results = probe_run(r, probe, settings=settings, force=force)
+    leakage = r.manifest.get("leakage")
     if as_json:
-        echo_json({name: res.to_dict() for name, res in results.items()})
+        echo_json({name: res.to_dict() for name, res in results.items()})  # protocol.leakage: the duplicates
         return
+    line = summary_line(leakage) if leakage is not None else (
+        "LEAKAGE: not recorded (run extracted before duplicate checks); re-extract to group folds by duplicate cluster")
+    if line:
+        click.echo(line)
     for name, res in results.items():
         pr = res.protocol
         what = f"cv k={pr.get('k')}" if pr.get("name") == "cv" else "split (test)"

@@ -66,7 +66,9 @@ def probe_dir(run: Run, probe: str, settings: Any = None) -> Path:
 def run_groups(run: Run) -> list[str]:
     """Group id per sample for the folds and the control task: the dataset's ``groups`` (patient
     / duplicate-cluster ids) when the manifest has them, else the sample ids (one group each)."""
-    groups = run.manifest["dataset"].get("groups")
+    from ..datasets.groups import run_groups as recorded_groups
+
+    groups = recorded_groups(run.manifest)  # checks the length against the sample ids
     return [str(g) for g in groups] if groups else list(run.sample_ids)
 
 
@@ -104,10 +106,14 @@ def probe_run(
             except ProbeError:
                 pass  # unreadable: retrain and overwrite
         features = {f"{lid}/{ro}": x for lid, ro, x in run.iter_features()}
-        # groups keyed by sample / patient id: identical for every model probed on these samples
+        # leakage groups (patient, else exact / near-duplicate cluster, else sample id) recorded at
+        # extraction: folds and control-task labels keep each group together; identical for every
+        # model probed on these samples
         groups = hyper.pop("groups", None) or run_groups(run)
         results = probe_layers(features, run.labels, run.splits, probe=name, settings=settings,
                                n_classes=len(run.classes), groups=groups, class_names=run.classes, **hyper)
+        # what the groups stand for, saved with the results and printed by `medprobe probe`
+        results.protocol["leakage"] = run.manifest.get("leakage")
         results.save(directory)
         out[name] = results
     return out
@@ -145,8 +151,10 @@ def model_input(
         p_final_correct = answers_correctness(classify.answers(), run.sample_ids, source=f"classify run {classify.path}")
         manifest["classify"] = classify_summary(classify, run)
         reasons.extend(r for r in classify.record.get("synthetic_reasons", []) if r not in reasons)
+    from ..analysis.twins import row_id
+
     return ModelInput.from_probe_results(
-        model=card["id"],
+        model=row_id(card["id"], run.manifest.get("condition")),
         kind=kind or card["kind"],
         layers=run.layers,
         results=results,

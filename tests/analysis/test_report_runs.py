@@ -180,6 +180,11 @@ def test_optional_fields_are_rendered_when_present():
     md = render_markdown(rich)
     assert "## Warnings" in md and "- ⚠ Tiny MLLM: 4 test images duplicate" in md
     figures.fhs_profiles_png(rich, "linear")  # draws the interval
+    # a run's duplicate / leakage record (manifest.leakage) becomes one warning line
+    rich["models"][1]["leakage"] = {"checked": True, "exact_clusters": 2, "near_clusters": 0, "threshold": 6,
+                                    "samples_in_clusters": 4, "cross_split_samples": 2,
+                                    "cross_split_by_split": {"test": 1, "train": 1}}  # fmt: skip
+    assert any(w.startswith("ResNet-18: LEAKAGE: 2 duplicate cluster(s)") for w in report_warnings(rich))
 
 
 def test_per_model_panels_show_real_layer_ids_and_p_final_markers_do_not_hide_each_other():

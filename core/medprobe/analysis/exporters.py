@@ -418,6 +418,12 @@ def report_warnings(report: Mapping[str, Any]) -> list[str]:
                         add(where, w)
                     return
             text = item.get("summary") or item.get("message")
+            if not text and any(k in item for k in ("exact_clusters", "near_clusters", "cross_split_samples",
+                                                   "patients_in_several_splits")):
+                from ..datasets.groups import summary_line  # a run's duplicate / leakage record
+
+                line = summary_line(item)
+                text = line if line and line.startswith("LEAKAGE") else None
             if text:
                 out.append(f"{where}: {text}")
             elif any(item.get(k) for k in ("duplicates", "n_duplicates", "cross_split", "leaks", "n_leaks")):

@@ -108,8 +108,9 @@ def condition_of(manifest: Mapping[str, Any]) -> dict[str, Any]:
     out = {"weights": kind, "source": weights or None}
     if recorded:  # the run's own condition block (weights, source, seed, lora, ...): kept as recorded
         out.update({k: v for k, v in recorded.items() if k != "lora"})
-        if out.get("weights") == "random" and out.get("seed") is not None:
-            label = f"random weights (seed {out['seed']})"
+        if out.get("weights") in ("random", "tiny-random") and out.get("seed") is not None:
+            label = label.replace(*(("random weights", f"random weights (seed {out['seed']})") if out["weights"] == "random"
+                                    else ("tiny random", f"tiny random (seed {out['seed']})")))
     out.update({"revision": model.get("revision"), "lora": lora, "label": label})
     return out
 

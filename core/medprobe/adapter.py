@@ -54,6 +54,30 @@ class LoadedModel:
         return self.weights.startswith(("tiny-random", "random"))
 
 
+@dataclass(frozen=True)
+class ImageTokens:
+    """How many positions one image occupies at each stage, at the card's probing resolution.
+
+    ``image_size``: the side (px) of the square the processor feeds the tower; ``vision``: tokens
+    in a vision block's output per image (patches plus ``prefix`` CLS-like tokens); ``connector``:
+    tokens the connector outputs per image; ``llm``: image-token positions per image in the
+    sequence the LLM receives; ``rule``: the formula, in words, with the settings it used.
+    """
+
+    image_size: int
+    vision: int
+    connector: int
+    llm: int
+    prefix: int = 0
+    rule: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "image_size": self.image_size, "vision": self.vision, "prefix": self.prefix,
+            "connector": self.connector, "llm": self.llm, "rule": self.rule,
+        }
+
+
 @dataclass
 class Batch:
     """Model inputs for a batch of B images plus what the readouts need to pool.
@@ -103,6 +127,32 @@ class ModelAdapter:
         published modeling code, so the layer map can be validated without importing it."""
         return None
 
+    # -- full size without weights (declared capability) ------------------------------------
+    #: the family builds its full-size model on the meta device from a published ``config.json``
+    #: (:mod:`medprobe.models.meta`); such adapters implement the four methods below
+    meta_capable: bool = False
+
+    def meta_config(self, card: ModelCard, config: Mapping[str, Any]) -> Any:
+        """The library config object (e.g. a ``PretrainedConfig``) for the published
+        ``config.json`` dict ``config`` of ``card``, read as ``from_pretrained`` would read it."""
+        raise NotImplementedError
+
+    def meta_model(self, card: ModelCard, config: Any) -> Any:
+        """The full-size model of the card's class built from ``config`` with parameters on the
+        meta device (no memory, no weights)."""
+        raise NotImplementedError
+
+    def image_tokens(self, card: ModelCard, config: Any, processor: Mapping[str, Any] | None) -> ImageTokens:
+        """Image positions per image at each stage for the card's probing resolution, from the
+        model config and the published processor settings (``None`` when none were published)."""
+        raise NotImplementedError
+
+    def published_processor(self, card: ModelCard, config: Any, processor: Mapping[str, Any] | None) -> Any:
+        """A processor whose image side is built from the published processor settings, with the
+        family's offline word tokenizer (no download): what :meth:`preprocess` uses to check the
+        image-token positions of the real settings."""
+        raise NotImplementedError
+
     # -- loading -----------------------------------------------------------------------------
     def build_tiny(self, card: ModelCard, seed: int = 0) -> LoadedModel:
         """A tiny random model of the card's architecture class, built offline and seeded, with a
@@ -136,4 +186,7 @@ class ModelAdapter:
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:
-        return {"family": self.family, "version": self.version, "needs_remote_code": self.needs_remote_code}
+        return {
+            "family": self.family, "version": self.version, "needs_remote_code": self.needs_remote_code,
+            "meta_capable": self.meta_capable,
+        }

@@ -135,3 +135,61 @@ class Resources:
         if self.memory:
             parts.append(f"{self.memory / 10**9:g} GB")
         return ", ".join(parts)
+
+
+# -- what an extraction needs -------------------------------------------------------------------
+#: bytes per element of the dtypes a model runs in
+_DTYPE_BYTES = {"float32": 4, "fp32": 4, "float16": 2, "fp16": 2, "half": 2, "bfloat16": 2, "bf16": 2, "float64": 8}
+#: captured readouts are stored as float32
+FEATURE_BYTES = 4
+
+
+def dtype_bytes(dtype: str) -> int:
+    """Bytes per element of ``dtype`` (``"bfloat16"`` -> 2); an unknown name raises naming it."""
+    key = str(dtype).lower().replace("torch.", "")
+    if key not in _DTYPE_BYTES:
+        raise ResourceError(f"dtype {dtype!r}: unknown; use one of {sorted(set(_DTYPE_BYTES))}")
+    return _DTYPE_BYTES[key]
+
+
+def feature_store_bytes(n: int, per_layer: Sequence[tuple[int | None, int]]) -> int | None:
+    """Size of a run's feature files: ``n`` samples x sum over layers of (width x readouts) x 4
+    bytes. ``per_layer``: ``(width, number of readouts captured there)``; ``None`` when a layer
+    declares no width."""
+    total = 0
+    for width, count in per_layer:
+        if width is None:
+            return None
+        total += int(width) * int(count)
+    return int(n) * total * FEATURE_BYTES
+
+
+def extraction_memory_bytes(
+    *,
+    parameters: int,
+    dtype: str,
+    batch_size: int,
+    blocks: Sequence[tuple[int, int, int]],
+    per_layer: Sequence[tuple[int | None, int]],
+) -> dict[str, int]:
+    """GPU memory of one extraction batch (an estimate from shapes, not a measurement).
+
+    ``weights`` = parameters x dtype bytes. ``activations`` = batch x the largest, over the hooked
+    blocks ``(tokens per row, width, widest linear output)``, of tokens x (3 x width + 2 x widest)
+    x dtype bytes: the residual stream, the normalised input and the block output, plus the two
+    widest MLP intermediates (gate and up), alive at once inside one block; attention is assumed
+    fused (SDPA / flash: no tokens x tokens score matrix) and no full-vocabulary logits are made.
+    ``features`` = batch x sum over layers of (width x readouts) x 4 bytes of readouts held before
+    they are written. ``total`` is their sum.
+    """
+    if batch_size < 1:
+        raise ResourceError(f"batch size must be >= 1, got {batch_size}")
+    b = dtype_bytes(dtype)
+    weights = int(parameters) * b
+    peak = max((t * (3 * w + 2 * max(wide, w)) for t, w, wide in blocks), default=0)
+    activations = batch_size * peak * b
+    features = batch_size * sum(int(w or 0) * int(c) for w, c in per_layer) * FEATURE_BYTES
+    return {
+        "weights_bytes": weights, "activation_bytes": activations, "feature_buffer_bytes": features,
+        "gpu_bytes": weights + activations + features,
+    }

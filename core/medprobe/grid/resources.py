@@ -193,3 +193,11 @@ def extraction_memory_bytes(
         "weights_bytes": weights, "activation_bytes": activations, "feature_buffer_bytes": features,
         "gpu_bytes": weights + activations + features,
     }
+
+
+def format_count(n: int) -> str:
+    """A parameter count as a short string: ``8.29B``, ``676.6M``, ``12.3K``."""
+    for unit, scale in (("B", 10**9), ("M", 10**6), ("K", 10**3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{unit}" if unit == "B" else f"{n / scale:.1f}{unit}"
+    return str(n)

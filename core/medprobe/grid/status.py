@@ -12,13 +12,15 @@ tiny model, which is cheap); real-weight jobs take the key their worker recorded
 checkpoint was loaded (a key needs the checkpoint's preprocessing and layer map).
 
 Size estimate = N samples x sum over selected layers of (width x readouts) x 4 bytes, with widths
-from the planned (tiny) layer map, else from the recorded run or its plan, else from the layer
-listing recorded for remote-code families; ``?`` when none is known yet.
+from the planned (tiny) layer map, else from the recorded run or its plan, else from the real
+layer map built without weights (the card's published config on the meta device, or the listing
+recorded for remote-code families); ``?`` when none is known yet.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -111,25 +113,39 @@ def _plan_tiny(job: Job, exp: Experiment, cache: _PlanCache, adapter: Path | Non
                         prompt=spec["prompt"], load_options=spec["load"])
 
 
-def _listing_estimate(job: Job, rows: int | None) -> int | None:
-    """Estimate from a remote-code family's recorded module listing (real config, no weights)."""
+@lru_cache(maxsize=32)
+def _meta_layer_map(card_id: str) -> Any:
+    """The full-size layer map of a card built on the meta device (once per card and process)."""
+    from ..models.meta import build_meta
     from ..zoo import get_adapter, get_card
 
+    card = get_card(card_id)
+    return build_meta(card, get_adapter(card.family)).layer_map
+
+
+def _listing_estimate(job: Job, rows: int | None) -> int | None:
+    """Estimate from the real layer map without weights: the card's published config built on the
+    meta device (:mod:`medprobe.models.meta`), else a remote-code family's recorded module listing."""
+    from ..zoo import get_adapter, get_card
+
+    if rows is None:
+        return None
     card = get_card(job.model.ref)
     adapter = get_adapter(card.family)
-    if not adapter.needs_remote_code or rows is None:
-        return None
     from ..readouts import applicable, parse_readouts
-    from ..zoo import resolve_layers
+    from .resources import feature_store_bytes
 
-    _, lmap = resolve_layers(job.model.ref)
+    if adapter.meta_capable and card.published_config and not (job.spec.get("load") or {}).get("source"):
+        # the card's own checkpoint (a --source directory may hold another config)
+        lmap = _meta_layer_map(card.id)
+    elif adapter.needs_remote_code:
+        from ..zoo import resolve_layers
+
+        _, lmap = resolve_layers(job.model.ref)
+    else:
+        return None
     wanted = parse_readouts(job.spec["readouts"])
-    total = 0
-    for s in lmap.select(job.spec["layers"]):
-        if s.width is None:
-            return None
-        total += s.width * len(applicable(s, wanted))
-    return rows * total * 4
+    return feature_store_bytes(rows, [(s.width, len(applicable(s, wanted))) for s in lmap.select(job.spec["layers"])])
 
 
 def _probes_missing(run: Any, probes: Sequence[str], seed: int) -> list[str]:
@@ -209,7 +225,7 @@ def job_status(exp: Experiment, job: Job, cache: _PlanCache | None = None, *, re
             st.size = _listing_estimate(job, st.rows)
         except MedprobeError:
             st.size = None
-        st.size_source = "recorded layer listing" if st.size is not None else ""
+        st.size_source = "real layer map (meta device / recorded listing)" if st.size is not None else ""
     if st.status != "done":
         status = st.state.get("status")
         if status == "running" and (alive_here(st.state) or st.state.get("host") not in (None, _hostname())):

@@ -6,6 +6,7 @@ was read from (schema :data:`SCHEMA`)::
 
     {"schema": "medprobe.published_config/1",
      "checkpoint": "Qwen/Qwen2-VL-2B-Instruct",         # whose config.json this is
+     "stands_for": "...",                               # optional: the architecture a derivative's file stands for
      "config_source": {"url": "...", "note": "..."},     # where it was read, verbatim
      "config": {... config.json ...},
      "processor_source": {"url": "...", "note": "..."} | null,
@@ -55,19 +56,32 @@ class PublishedConfig:
     processor: Mapping[str, Any] | None = None
     processor_source: Mapping[str, Any] | None = None
     hub_id: str | None = None
+    #: the checkpoint whose architecture the file stands for when ``checkpoint`` is a derivative
+    #: that republished it (a fine-tune or conversion of the same architecture); else ``checkpoint``
+    stands_for: str | None = None
 
     @property
     def own(self) -> bool:
         """The config is the card's own checkpoint's (not a base model's fallback)."""
         return bool(self.hub_id) and self.checkpoint.lower() == str(self.hub_id).lower()
 
+    @property
+    def architecture_of(self) -> str:
+        """The checkpoint whose architecture the config describes."""
+        return self.stands_for or self.checkpoint
+
     def describe(self) -> str:
-        whose = "the checkpoint's own config.json" if self.own else f"the config.json of {self.checkpoint} (fallback)"
+        if self.own:
+            whose = "the checkpoint's own config.json"
+        elif self.stands_for:
+            whose = f"the {self.stands_for} architecture as published in {self.checkpoint}'s config.json"
+        else:
+            whose = f"the config.json of {self.checkpoint}"
         return f"{whose}, read from {self.config_source.get('url', '?')}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "location": self.location, "checkpoint": self.checkpoint, "own": self.own,
+            "location": self.location, "checkpoint": self.checkpoint, "stands_for": self.stands_for, "own": self.own,
             "config_source": dict(self.config_source),
             "processor_source": dict(self.processor_source) if self.processor_source else None,
         }
@@ -105,7 +119,7 @@ def read_published(card: ModelCard) -> PublishedConfig:
     return PublishedConfig(
         card_id=card.id, location=ref, checkpoint=str(data["checkpoint"]), config=data["config"],
         config_source=data["config_source"], processor=data["processor"], processor_source=data["processor_source"],
-        hub_id=card.hub_id,
+        hub_id=card.hub_id, stands_for=data.get("stands_for"),
     )
 
 
@@ -171,7 +185,8 @@ def build_meta(card: ModelCard, adapter: ModelAdapter) -> MetaModel:
     stages["other"] = total - sum(stages.values())
     tokens = adapter.image_tokens(card, config, published.processor)
     notes = [] if published.own else [
-        f"no config.json of {card.hub_id} was found; the map is built from {published.checkpoint}'s (see the card's sources)"
+        f"no config.json of {card.hub_id} was found: the map is built from the {published.architecture_of} architecture "
+        f"(config.json of {published.checkpoint}; see the card's sources)"
     ]
     return MetaModel(card, published, config, model, layer_map, total, stages, tokens, notes)
 

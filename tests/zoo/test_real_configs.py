@@ -299,3 +299,15 @@ def test_llava_preprocessing_gives_576_image_positions_at_336(card_id, width):
     batch, out = _run(card, adapter, processor, model, 336)
     assert batch.roles["image"].sum(dim=1).tolist() == [576]
     assert tuple(out["vision.00"]) == (1, 577, 1024) and tuple(out["connector"]) == (1, 576, width)
+
+
+def test_models_layers_help_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, json\nfrom medprobe.cli import main\ntry:\n    main(['models', 'layers', '--help'])\n"
+            "except SystemExit:\n    pass\nprint(json.dumps('torch' in sys.modules or 'transformers' in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "false"
+    assert "--dataset" in out.stdout and "--n" in out.stdout

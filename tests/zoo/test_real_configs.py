@@ -166,6 +166,9 @@ def test_models_layers_cli_full_size():
     data = json.loads(CliRunner().invoke(cli, ["models", "layers", "llava-1.5-7b", "--json"]).output)
     assert data["tiny"] is False and data["meta"]["parameters"] == 7_063_427_072
     assert data["meta"]["image_tokens"]["llm"] == 576 and len(data["layers"]) == 57
+    import medprobe as mp
+
+    assert mp.full_size("llava-1.5-7b").to_dict() == data["meta"]  # the Python twin of the command
 
 
 def test_models_layers_cli_refusals_are_one_line(capsys):

@@ -314,3 +314,23 @@ def test_models_layers_help_does_not_import_torch():
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "false"
     assert "--dataset" in out.stdout and "--n" in out.stdout
+
+
+def test_grid_dry_run_sizes_real_weight_jobs_from_the_full_size_map(tmp_path):
+    from medprobe.grid import expand_jobs, grid_status, load_experiment
+
+    path = tmp_path / "exp.toml"
+    path.write_text(
+        '[experiment]\ndevice = "cpu"\n[[model]]\nref = "lingshu-7b"\n'
+        '[[dataset]]\nspec = "synthetic:lesions?n=40&size=32"\nname = "lesions"\n'
+    )
+    exp = load_experiment(path)
+    (job,) = expand_jobs(exp)
+    (st,) = grid_status(exp, [job])
+    assert st.status == "pending" and st.run_key is None and st.rows == 40
+    meta = meta_of("lingshu-7b")
+    from medprobe.readouts import applicable, parse_readouts
+
+    wanted = parse_readouts(job.spec["readouts"])
+    expected = 40 * sum(s.width * len(applicable(s, wanted)) for s in meta.layer_map.select(job.spec["layers"])) * 4
+    assert st.size == expected and st.size_source.startswith("real layer map")

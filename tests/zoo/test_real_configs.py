@@ -321,7 +321,7 @@ def test_grid_dry_run_sizes_real_weight_jobs_from_the_full_size_map(tmp_path):
 
     path = tmp_path / "exp.toml"
     path.write_text(
-        '[experiment]\ndevice = "cpu"\n[[model]]\nref = "lingshu-7b"\n'
+        '[experiment]\ndevice = "cuda"\ndtype = "bf16"\n[[model]]\nref = "lingshu-7b"\n'
         '[[dataset]]\nspec = "synthetic:lesions?n=40&size=32"\nname = "lesions"\n'
     )
     exp = load_experiment(path)
@@ -334,3 +334,11 @@ def test_grid_dry_run_sizes_real_weight_jobs_from_the_full_size_map(tmp_path):
     wanted = parse_readouts(job.spec["readouts"])
     expected = 40 * sum(s.width * len(applicable(s, wanted)) for s in meta.layer_map.select(job.spec["layers"])) * 4
     assert st.size == expected and st.size_source.startswith("real layer map")
+    est = extraction_estimate(meta, n=40, dtype="bfloat16", batch_size=int(job.spec["batch_size"]),
+                              layers=job.spec["layers"], readouts=job.spec["readouts"])
+    from medprobe.grid.resources import format_size
+
+    assert f"GPU ~{format_size(est['gpu_bytes'])} at bfloat16" in st.note
+    code_out = CliRunner().invoke(cli, ["grid", "run", str(path), "--dry-run"])
+    assert code_out.exit_code == 0, code_out.output
+    assert "GPU ~" in code_out.output and format_size(expected) in code_out.output

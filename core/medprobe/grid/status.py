@@ -114,13 +114,49 @@ def _plan_tiny(job: Job, exp: Experiment, cache: _PlanCache, adapter: Path | Non
 
 
 @lru_cache(maxsize=32)
-def _meta_layer_map(card_id: str) -> Any:
-    """The full-size layer map of a card built on the meta device (once per card and process)."""
+def _meta_model(card_id: str) -> Any:
+    """The card's full-size model on the meta device (once per card and process)."""
     from ..models.meta import build_meta
     from ..zoo import get_adapter, get_card
 
     card = get_card(card_id)
-    return build_meta(card, get_adapter(card.family)).layer_map
+    return build_meta(card, get_adapter(card.family))
+
+
+def _meta_layer_map(card_id: str) -> Any:
+    return _meta_model(card_id).layer_map
+
+
+def _uses_meta_map(job: Job) -> bool:
+    """A real-weight job of the card's own checkpoint whose card has a published config."""
+    from ..zoo import get_adapter, get_card
+
+    if job.tiny:
+        return False
+    card = get_card(job.model.ref)
+    return bool(get_adapter(card.family).meta_capable and card.published_config
+                and not (job.spec.get("load") or {}).get("source"))
+
+
+def _gpu_note(job: Job, rows: int | None) -> str:
+    """``GPU ~X at DTYPE, batch B (estimate)`` for a real-weight MLLM job, from the meta-device
+    model; dtype ``auto`` is taken as bfloat16 on a GPU and float32 on ``device = "cpu"`` (then
+    the note says ``memory``)."""
+    from ..models.meta import extraction_estimate
+    from .resources import format_size
+
+    device = str(job.spec.get("device") or "auto")
+    on_cpu = device == "cpu"
+    dtype = job.spec.get("dtype") or "auto"
+    if dtype == "auto":
+        dtype = "float32" if on_cpu else "bfloat16"  # what resolve_dtype gives on the CPU / a CUDA device
+    dtype = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}.get(dtype, dtype)
+    from ..zoo import get_card
+
+    est = extraction_estimate(_meta_model(get_card(job.model.ref).id), n=rows, dtype=dtype, batch_size=int(job.spec["batch_size"]),
+                              layers=job.spec["layers"], readouts=job.spec["readouts"])
+    where = "memory" if on_cpu else "GPU"
+    return f"{where} ~{format_size(est['gpu_bytes'])} at {dtype}, batch {job.spec['batch_size']} (estimate)"
 
 
 def _listing_estimate(job: Job, rows: int | None) -> int | None:
@@ -135,8 +171,7 @@ def _listing_estimate(job: Job, rows: int | None) -> int | None:
     from ..readouts import applicable, parse_readouts
     from .resources import feature_store_bytes
 
-    if adapter.meta_capable and card.published_config and not (job.spec.get("load") or {}).get("source"):
-        # the card's own checkpoint (a --source directory may hold another config)
+    if _uses_meta_map(job):  # the card's own checkpoint (a --source directory may hold another config)
         lmap = _meta_layer_map(card.id)
     elif adapter.needs_remote_code:
         from ..zoo import resolve_layers
@@ -226,6 +261,12 @@ def job_status(exp: Experiment, job: Job, cache: _PlanCache | None = None, *, re
         except MedprobeError:
             st.size = None
         st.size_source = "real layer map (meta device / recorded listing)" if st.size is not None else ""
+    if st.status != "done" and resolve and not job.spec.get("train"):
+        try:
+            if _uses_meta_map(job):
+                notes.append(_gpu_note(job, st.rows))
+        except MedprobeError:
+            pass
     if st.status != "done":
         status = st.state.get("status")
         if status == "running" and (alive_here(st.state) or st.state.get("host") not in (None, _hostname())):

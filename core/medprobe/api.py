@@ -120,7 +120,7 @@ def full_size(ref: str) -> "MetaModel":
     """The card's full-size model built from its published ``config.json`` on the meta device
     (``medprobe models layers REF`` without ``--tiny``): ``.layer_map``, ``.parameters``,
     ``.stage_parameters``, ``.image_tokens``, ``.published`` (where the config was read). No
-    weights, no download; :func:`medprobe.models.meta.extraction_estimate` gives the store size
+    weights, no download; :func:`medprobe.grid.resources.extraction_estimate` gives the store size
     and GPU memory of an extraction (``--n`` / ``--dataset``)."""
     from .models.meta import build_meta
     from .zoo import get_adapter

@@ -20,7 +20,8 @@ import pytest
 from click.testing import CliRunner
 
 from medprobe.cli import cli
-from medprobe.models.meta import MetaError, build_meta, extraction_estimate, read_published
+from medprobe.grid.resources import extraction_estimate
+from medprobe.models.meta import MetaError, build_meta, read_published
 from medprobe.zoo import get_adapter, get_card, list_cards
 
 ROOT = Path(__file__).resolve().parents[2]

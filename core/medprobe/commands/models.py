@@ -107,7 +107,7 @@ def layers(model: str, tiny: bool, select: str | None, dataset_spec: str | None,
     chosen = lmap.select(select)
     estimate = None
     if meta is not None and (dataset_spec is not None or n is not None):
-        from ..models.meta import extraction_estimate
+        from ..grid.resources import extraction_estimate
 
         count = n if n is not None else _dataset_size(dataset_spec)
         estimate = extraction_estimate(meta, n=count, dtype=dtype, batch_size=batch_size, layers=select,

@@ -1,7 +1,9 @@
 """What one grid job asks of the machine: GPUs, CPUs, memory, wall time; size strings.
 
 Sizes are written ``"64GB"`` (powers of 1000), ``"60GiB"`` (powers of 1024) or a bare number of
-GB; times as minutes (``90``), ``"90m"``, ``"2h"`` or ``"HH:MM:SS"``. Imports no torch.
+GB; times as minutes (``90``), ``"90m"``, ``"2h"`` or ``"HH:MM:SS"``. What an extraction needs
+(feature-store bytes, GPU memory of one batch) is estimated here from a full-size model on the
+meta device (:mod:`medprobe.models.meta`). Imports no torch.
 """
 
 from __future__ import annotations
@@ -201,3 +203,53 @@ def format_count(n: int) -> str:
         if abs(n) >= scale:
             return f"{n / scale:.2f}{unit}" if unit == "B" else f"{n / scale:.1f}{unit}"
     return str(n)
+
+
+def stage_tokens(meta: Any, text_tokens: int) -> dict[str, int]:
+    """Tokens per image row seen by each stage: vision blocks, connector output, LLM layers
+    (image positions plus ``text_tokens`` prompt positions)."""
+    it = meta.image_tokens
+    return {"vision": it.vision, "connector": it.connector, "llm": it.llm + text_tokens}
+
+
+def extraction_estimate(
+    meta: Any,
+    *,
+    n: int | None,
+    dtype: str = "bfloat16",
+    batch_size: int = 8,
+    layers: str | Sequence[str] | None = None,
+    readouts: str | Sequence[str] | None = None,
+    text_tokens: int = 64,
+) -> dict[str, Any]:
+    """Feature-store size for ``n`` samples and the GPU memory one extraction batch needs.
+
+    ``meta``: a :class:`medprobe.models.meta.MetaModel`. See :func:`extraction_memory_bytes` for
+    the memory formula; the feature-store size is :func:`feature_store_bytes` over the selected
+    layers and the readouts that apply to each. Estimates from shapes, not measurements.
+    """
+    from ..models.meta import widest_linear
+    from ..readouts import applicable, parse_readouts
+
+    chosen = meta.layer_map.select(layers)
+    wanted = parse_readouts(readouts)
+    per_layer = [(s.width, len(applicable(s, wanted))) for s in chosen]
+    tokens = stage_tokens(meta, text_tokens)
+    blocks = []
+    for s in chosen:
+        module = meta.model.get_submodule(s.path)
+        blocks.append((tokens.get(s.stage, tokens["llm"]), int(s.width or 0), widest_linear(module)))
+    memory = extraction_memory_bytes(
+        parameters=meta.parameters, dtype=dtype, batch_size=batch_size, blocks=blocks, per_layer=per_layer,
+    )
+    return {
+        "samples": n,
+        "layers": len(chosen),
+        "readouts": list(wanted),
+        "dtype": dtype,
+        "dtype_bytes": dtype_bytes(dtype),
+        "batch_size": batch_size,
+        "text_tokens_assumed": text_tokens,
+        "feature_store_bytes": feature_store_bytes(n, per_layer) if n is not None else None,
+        **memory,
+    }

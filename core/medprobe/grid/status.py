@@ -142,7 +142,7 @@ def _gpu_note(job: Job, rows: int | None) -> str:
     """``GPU ~X at DTYPE, batch B (estimate)`` for a real-weight MLLM job, from the meta-device
     model; dtype ``auto`` is taken as bfloat16 on a GPU and float32 on ``device = "cpu"`` (then
     the note says ``memory``)."""
-    from ..models.meta import extraction_estimate
+    from .resources import extraction_estimate
     from .resources import format_size
 
     device = str(job.spec.get("device") or "auto")

@@ -20,8 +20,8 @@ When ``checkpoint`` differs from the card's ``hub_id`` the card is resolved on a
 with every parameter on the meta device -- no weights, no memory, no download -- and resolves the
 card's layer map on that module tree: real ids, module paths and widths, the block that feeds
 the connector, the blocks the MLLM never uses. The parameter count is exact (shapes are real).
-This module knows no model family; :func:`extraction_estimate` turns a meta model into the
-feature-store size and the GPU memory of one extraction batch (:mod:`medprobe.grid.resources`).
+This module knows no model family; :func:`medprobe.grid.resources.extraction_estimate` turns a
+meta model into the feature-store size and the GPU memory of one extraction batch.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from ..adapter import ImageTokens, ModelAdapter
 from ..cards import ModelCard
@@ -230,53 +230,3 @@ def widest_linear(module: Any) -> int:
 
     widths = [m.out_features for m in module.modules() if isinstance(m, torch.nn.Linear)]
     return max(widths, default=0)
-
-
-def stage_tokens(meta: MetaModel, text_tokens: int) -> dict[str, int]:
-    """Tokens per image row seen by each stage: vision blocks, connector output, LLM layers
-    (image positions plus ``text_tokens`` prompt positions)."""
-    it = meta.image_tokens
-    return {"vision": it.vision, "connector": it.connector, "llm": it.llm + text_tokens}
-
-
-def extraction_estimate(
-    meta: MetaModel,
-    *,
-    n: int | None,
-    dtype: str = "bfloat16",
-    batch_size: int = 8,
-    layers: str | Sequence[str] | None = None,
-    readouts: str | Sequence[str] | None = None,
-    text_tokens: int = 64,
-) -> dict[str, Any]:
-    """Feature-store size for ``n`` samples and the GPU memory one extraction batch needs.
-
-    See :func:`medprobe.grid.resources.extraction_memory_bytes` for the memory formula; the
-    feature-store size is :func:`medprobe.grid.resources.feature_store_bytes` over the selected
-    layers and the readouts that apply to each. Estimates from shapes, not measurements.
-    """
-    from ..grid.resources import dtype_bytes, extraction_memory_bytes, feature_store_bytes
-    from ..readouts import applicable, parse_readouts
-
-    chosen = meta.layer_map.select(layers)
-    wanted = parse_readouts(readouts)
-    per_layer = [(s.width, len(applicable(s, wanted))) for s in chosen]
-    tokens = stage_tokens(meta, text_tokens)
-    blocks = []
-    for s in chosen:
-        module = meta.model.get_submodule(s.path)
-        blocks.append((tokens.get(s.stage, tokens["llm"]), int(s.width or 0), widest_linear(module)))
-    memory = extraction_memory_bytes(
-        parameters=meta.parameters, dtype=dtype, batch_size=batch_size, blocks=blocks, per_layer=per_layer,
-    )
-    return {
-        "samples": n,
-        "layers": len(chosen),
-        "readouts": list(wanted),
-        "dtype": dtype,
-        "dtype_bytes": dtype_bytes(dtype),
-        "batch_size": batch_size,
-        "text_tokens_assumed": text_tokens,
-        "feature_store_bytes": feature_store_bytes(n, per_layer) if n is not None else None,
-        **memory,
-    }

@@ -32,9 +32,9 @@ from transformers import CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, Llav
 
 from medprobe.adapter import AdapterError, ImageTokens
 from medprobe.cards import ModelCard
-from medprobe.hf.loading import PretrainedSource
-from medprobe.hf.stock import StockMLLMAdapter, config_int
-from medprobe.hf.tokenizer import build_word_tokenizer
+from medprobe.models.hf.loading import PretrainedSource
+from medprobe.models.hf.stock import StockMLLMAdapter, config_int
+from medprobe.models.hf.tokenizer import build_word_tokenizer
 from medprobe.layermap import LayerGroup
 
 VISION_LAYERS = (
@@ -220,7 +220,7 @@ class LlavaAdapter(StockMLLMAdapter):
         where = f"published config of card '{card.id}'"
         if config.get("model_type") == "llava":
             return config_from_dict(LlavaConfig, config, where)
-        from medprobe.convert import ConversionError, is_original_config, mm_settings, text_config_from_original, vision_config_for
+        from medprobe_llava.convert import ConversionError, is_original_config, mm_settings, text_config_from_original, vision_config_for
 
         if not is_original_config(config):
             raise AdapterError(f"{where}: model_type {config.get('model_type')!r} is neither llava nor an original LLaVA-code type")

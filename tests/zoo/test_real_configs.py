@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from medprobe.cli import cli
 from medprobe.grid.resources import extraction_estimate
 from medprobe.models.meta import MetaError, build_meta, read_published
-from medprobe.zoo import get_adapter, get_card, list_cards
+from medprobe.models.zoo import get_adapter, get_card, list_cards
 
 ROOT = Path(__file__).resolve().parents[2]
 MLLMS = [c.id for c in list_cards(kind="mllm")]
@@ -218,7 +218,7 @@ def _run(card, adapter, processor, model, side: int):
     from medprobe.adapter import LoadedModel
 
     loaded = LoadedModel(
-        card=card, model=model, processor=processor, config=model.config,
+        card=card, model=model, processor=processor, config=model.config, adapter=adapter,
         layer_map=adapter.layer_map(card, model, model.config), weights="random-init (truncated full-width test model)",
         extra=adapter.loaded_extra(card, model, processor, {}),
     )
@@ -330,7 +330,7 @@ def test_grid_dry_run_sizes_real_weight_jobs_from_the_full_size_map(tmp_path):
     (st,) = grid_status(exp, [job])
     assert st.status == "pending" and st.run_key is None and st.rows == 40
     meta = meta_of("lingshu-7b")
-    from medprobe.readouts import applicable, parse_readouts
+    from medprobe.features.readouts import applicable, parse_readouts
 
     wanted = parse_readouts(job.spec["readouts"])
     expected = 40 * sum(s.width * len(applicable(s, wanted)) for s in meta.layer_map.select(job.spec["layers"])) * 4

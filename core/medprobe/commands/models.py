@@ -87,7 +87,7 @@ def layers(model: str, tiny: bool, select: str | None, dataset_spec: str | None,
     Remote-code families are validated against their recorded module listing.
     """
     from ..api import get_card, layer_map
-    from ..zoo import get_adapter
+    from ..models.zoo import get_adapter
 
     card = get_card(model)
     adapter = get_adapter(card.family)

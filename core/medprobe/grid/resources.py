@@ -229,7 +229,7 @@ def extraction_estimate(
     layers and the readouts that apply to each. Estimates from shapes, not measurements.
     """
     from ..models.meta import widest_linear
-    from ..readouts import applicable, parse_readouts
+    from ..features.readouts import applicable, parse_readouts
 
     chosen = meta.layer_map.select(layers)
     wanted = parse_readouts(readouts)

@@ -7,7 +7,7 @@ so far) or complete but a probe is missing; **failed** when its last attempt fai
 file keeps the error and the log path); **running** while a live process says so; else
 **pending**.
 
-Run keys: tiny jobs are planned here exactly (:func:`medprobe.extract.plan_extract` on the seeded
+Run keys: tiny jobs are planned here exactly (:func:`medprobe.features.plan.plan_extract` on the seeded
 tiny model, which is cheap); real-weight jobs take the key their worker recorded once the
 checkpoint was loaded (a key needs the checkpoint's preprocessing and layer map).
 
@@ -85,14 +85,14 @@ class _PlanCache:
 
     def tiny_model(self, ref: str, seed: int) -> Any:
         if (ref, seed) not in self.models:
-            from ..zoo import load_model
+            from ..models.prepare import load_model
 
             self.models[(ref, seed)] = load_model(ref, tiny=True, seed=seed)
         return self.models[(ref, seed)]
 
 
 def _plan_tiny(job: Job, exp: Experiment, cache: _PlanCache, adapter: Path | None) -> Any:
-    from ..extract import plan_extract
+    from ..features.plan import plan_extract
     from ..runtime import resolve_device, resolve_dtype
     from .conditions import apply
 
@@ -104,7 +104,7 @@ def _plan_tiny(job: Job, exp: Experiment, cache: _PlanCache, adapter: Path | Non
     if adapter is None:
         loaded = cache.tiny_model(spec["model"], spec["seed"])
     else:  # the adapter is injected in place: a fresh tiny model, not the shared one
-        from ..zoo import load_model
+        from ..models.prepare import load_model
 
         loaded = apply(load_model(spec["model"], tiny=True, seed=spec["seed"]), adapter)
     return plan_extract(loaded, ds, exp.runs_dir, layers=spec["layers"],
@@ -117,7 +117,7 @@ def _plan_tiny(job: Job, exp: Experiment, cache: _PlanCache, adapter: Path | Non
 def _meta_model(card_id: str) -> Any:
     """The card's full-size model on the meta device (once per card and process)."""
     from ..models.meta import build_meta
-    from ..zoo import get_adapter, get_card
+    from ..models.zoo import get_adapter, get_card
 
     card = get_card(card_id)
     return build_meta(card, get_adapter(card.family))
@@ -129,7 +129,7 @@ def _meta_layer_map(card_id: str) -> Any:
 
 def _uses_meta_map(job: Job) -> bool:
     """A real-weight job of the card's own checkpoint whose card has a published config."""
-    from ..zoo import get_adapter, get_card
+    from ..models.zoo import get_adapter, get_card
 
     if job.tiny:
         return False
@@ -142,8 +142,7 @@ def _gpu_note(job: Job, rows: int | None) -> str:
     """``GPU ~X at DTYPE, batch B (estimate)`` for a real-weight MLLM job, from the meta-device
     model; dtype ``auto`` is taken as bfloat16 on a GPU and float32 on ``device = "cpu"`` (then
     the note says ``memory``)."""
-    from .resources import extraction_estimate
-    from .resources import format_size
+    from .resources import extraction_estimate, format_size
 
     device = str(job.spec.get("device") or "auto")
     on_cpu = device == "cpu"
@@ -151,7 +150,7 @@ def _gpu_note(job: Job, rows: int | None) -> str:
     if dtype == "auto":
         dtype = "float32" if on_cpu else "bfloat16"  # what resolve_dtype gives on the CPU / a CUDA device
     dtype = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}.get(dtype, dtype)
-    from ..zoo import get_card
+    from ..models.zoo import get_card
 
     est = extraction_estimate(_meta_model(get_card(job.model.ref).id), n=rows, dtype=dtype, batch_size=int(job.spec["batch_size"]),
                               layers=job.spec["layers"], readouts=job.spec["readouts"])
@@ -162,19 +161,19 @@ def _gpu_note(job: Job, rows: int | None) -> str:
 def _listing_estimate(job: Job, rows: int | None) -> int | None:
     """Estimate from the real layer map without weights: the card's published config built on the
     meta device (:mod:`medprobe.models.meta`), else a remote-code family's recorded module listing."""
-    from ..zoo import get_adapter, get_card
+    from ..models.zoo import get_adapter, get_card
 
     if rows is None:
         return None
     card = get_card(job.model.ref)
     adapter = get_adapter(card.family)
-    from ..readouts import applicable, parse_readouts
+    from ..features.readouts import applicable, parse_readouts
     from .resources import feature_store_bytes
 
     if _uses_meta_map(job):  # the card's own checkpoint (a --source directory may hold another config)
         lmap = _meta_layer_map(card.id)
     elif adapter.needs_remote_code:
-        from ..zoo import resolve_layers
+        from ..models.zoo import resolve_layers
 
         _, lmap = resolve_layers(job.model.ref)
     else:
@@ -184,14 +183,14 @@ def _listing_estimate(job: Job, rows: int | None) -> int | None:
 
 
 def _probes_missing(run: Any, probes: Sequence[str], seed: int) -> list[str]:
-    from ..pipeline import probe_dir
+    from ..tasks.pipeline import probe_dir
 
     return [p for p in probes if not (probe_dir(run, p, seed) / "results.json").is_file()]
 
 
 def job_status(exp: Experiment, job: Job, cache: _PlanCache | None = None, *, resolve: bool = True) -> JobStatus:
     """The status of one job (``resolve=False`` skips planning tiny models)."""
-    from ..store import Run, StoreError
+    from ..features.store import Run, StoreError
 
     cache = cache or _PlanCache()
     st = JobStatus(job, log=log_path(exp.out, job.id))
@@ -226,9 +225,9 @@ def job_status(exp: Experiment, job: Job, cache: _PlanCache | None = None, *, re
         if isinstance(ds, Exception):
             notes.append(f"dataset: {ds}".splitlines()[0])
         else:
-            from ..extract import _subset
+            from ..features.provenance import select_samples
 
-            st.rows = len(_subset(ds.samples, job.spec["limit"], job.spec["seed"]))
+            st.rows = len(select_samples(ds.samples, job.spec["limit"], job.spec["seed"]))
     partial = False
     run = None
     if st.run_dir is not None:
@@ -287,7 +286,7 @@ def job_status(exp: Experiment, job: Job, cache: _PlanCache | None = None, *, re
 
 def _train_status(exp: Experiment, job: Job, st: JobStatus, cache: _PlanCache, resolve: bool) -> JobStatus:
     """Status of a ``[[train]]`` job: done once its run holds ``train.json``."""
-    from ..training.record import is_train_dir
+    from ..tasks.training.record import is_train_dir
     from .worker import train_dir
 
     st.run_dir = train_dir(exp.out, job.id)

@@ -182,6 +182,9 @@ def test_models_layers_cli_refusals_are_one_line(capsys):
     assert len(err.splitlines()) == 1 and "records no published config.json" in err and "--tiny" in err
     result = CliRunner().invoke(cli, ["models", "layers", "lingshu-7b", "--tiny", "--n", "10"])
     assert result.exit_code != 0 and "drop --tiny" in result.output
+    with pytest.raises(SystemExit):
+        main(["models", "layers", "lingshu-7b", "--n", "10", "--dtype", "bf17"])
+    assert "dtype 'bf17': unknown" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- real processor settings

@@ -93,6 +93,12 @@ def layers(model: str, tiny: bool, select: str | None, dataset_spec: str | None,
     adapter = get_adapter(card.family)
     if dataset_spec is not None and n is not None:
         raise click.UsageError("pass --dataset SPEC or --n N, not both")
+    if dataset_spec is not None or n is not None:  # refuse bad names before building anything
+        from ..features.readouts import parse_readouts
+        from ..grid.resources import dtype_bytes
+
+        dtype_bytes(dtype)
+        parse_readouts(readouts)
     meta = None
     if tiny or adapter.needs_remote_code:
         lmap = layer_map(model, tiny=True)

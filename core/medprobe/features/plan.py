@@ -94,7 +94,7 @@ def plan_extract(
     payload = {
         "format": FORMAT,
         "feature_version": FEATURE_VERSION,
-        "model": loaded.card.to_dict(),
+        "model": loaded.card.identity(),
         "weights": loaded.weights,
         "adapter": {"family": adapter.family, "version": adapter.version},
         "dataset": {"spec": ds.spec, "fingerprint": ds.fingerprint(), "sample_ids": [s.id for s in samples]},

@@ -273,9 +273,18 @@ def verify_run(run: "Run | str | Path") -> list[str]:
 
 def remove_run(run: "Run | str | Path") -> Path:
     """Delete a run directory (only a folder that holds a medprobe manifest); returns its path."""
-    r = _run(run)  # refuses folders that are not runs
-    shutil.rmtree(r.path)
-    return r.path
+    from .store import ManifestError, Run, write_error
+
+    path = run.path if isinstance(run, Run) else Path(run)
+    try:
+        _run(run)  # refuses folders that are not runs
+    except ManifestError:
+        pass  # a damaged run (its manifest fails the schema or checksum) can still be removed
+    try:
+        shutil.rmtree(path)
+    except OSError as exc:
+        raise write_error(exc, Path(exc.filename or path), "removing the run") from None
+    return path
 
 
 # -- reports ---------------------------------------------------------------------------------

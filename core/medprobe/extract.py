@@ -20,6 +20,7 @@ ops). A second process on the same run waits on the run's file lock, then finds 
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -30,7 +31,7 @@ from .adapter import LoadedModel
 from .layermap import LayerSpec
 from .readouts import applicable, parse_readouts
 from .registry import MedprobeError
-from .store import FORMAT, Run, RunWriter, run_key
+from .store import FORMAT, ManifestError, Run, RunWriter, StoreError, StoreWarning, ensure_writable, run_key, sample_ids_sha256
 from .runtime import git_hash, package_versions
 
 #: bump when the capture/readout code changes what a feature means
@@ -76,7 +77,7 @@ def dataset_record(ds: Any, samples: Sequence[Any], limit: int | None) -> dict[s
         "fingerprint": ds.fingerprint(),
         "synthetic": bool(getattr(ds, "synthetic", False)),
         "sample_ids": [s.id for s in samples],
-        "sample_ids_sha256": hashlib.sha256("\n".join(s.id for s in samples).encode()).hexdigest(),
+        "sample_ids_sha256": sample_ids_sha256([s.id for s in samples]),
         "limit": limit,
         "skipped": [[b.id, b.reason] for b in getattr(ds, "skipped", [])],
         "split_method": getattr(ds, "split_method", None),
@@ -156,6 +157,7 @@ def plan_extract(
     selected: list[LayerSpec] = loaded.layer_map.select(layers)
     wanted = parse_readouts(readouts)
     per_layer = {s.id: applicable(s, wanted) for s in selected}
+    check_readouts_apply(loaded.card.id, selected, wanted, per_layer)
     samples = _subset(ds.samples, limit, seed)
     if not samples:
         raise MedprobeError(f"dataset '{ds.spec}' has no samples")
@@ -215,18 +217,63 @@ def plan_extract(
                        question=question if is_mllm else None, batch_size=batch_size)
 
 
+def check_readouts_apply(model_id: str, selected: Sequence[LayerSpec], wanted: Sequence[str],
+                         per_layer: dict[str, list[str]]) -> None:
+    """Raise :class:`~medprobe.readouts.ReadoutError` when no requested readout applies to any
+    selected layer (e.g. ``cls`` on a CNN), before anything is written."""
+    if any(per_layer.values()):
+        return
+    from .readouts import ReadoutError
+
+    layouts = sorted({f"{s.stage}/{s.layout}" + (f"+{s.prefix_tokens} prefix" if s.prefix_tokens else "") for s in selected})
+    raise ReadoutError(
+        f"model '{model_id}': readout {','.join(wanted)} applies to no selected layer "
+        f"({len(selected)} layers, {', '.join(layouts)}): cls needs a ViT block with a class token, last-token and "
+        "text-mean an LLM layer; use --readout image-mean (or select other --layers)"
+    )
+
+
+def check_readouts_for_card(card: Any, readouts: str | Sequence[str] | None) -> None:
+    """Before a model is loaded: text readouts alone on a vision-only card apply to no layer."""
+    from .readouts import ReadoutError
+
+    wanted = parse_readouts(readouts)
+    if card.kind != "mllm" and set(wanted) <= {"last-token", "text-mean"}:
+        raise ReadoutError(
+            f"model '{card.id}': readout {','.join(wanted)} applies to no selected layer (a vision-only model has no "
+            "LLM layers); use --readout image-mean"
+        )
+
+
 def batch_features(plan: ExtractPlan, loaded: LoadedModel, ds: Any, cap: Any, chunk: Sequence[Any]) -> dict[tuple[str, str], np.ndarray]:
     """Features of one batch of samples: (layer id, readout) -> (B, D) float32, through the open
     :class:`~medprobe.capture.Capture` ``cap``. Non-finite features raise a CaptureError naming
     the model, layers and samples."""
-    from .capture import CaptureError, NonFiniteFeatures
+    from .capture import CaptureError, ForwardError, NonFiniteFeatures
     from .zoo import get_adapter
 
     adapter = get_adapter(loaded.card.family)
     images = [ds.load_image(s) for s in chunk]
-    batch = adapter.preprocess(loaded, images, plan.question)
+    dtype = plan.manifest["dtype"]
+    try:
+        batch = adapter.preprocess(loaded, images, plan.question)
+    except MedprobeError:
+        raise
+    except Exception as exc:
+        raise CaptureError(
+            f"model '{loaded.card.id}' (adapter '{adapter.family}'): preprocessing samples {[s.id for s in chunk]} failed: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
     try:
         feats = cap.run(batch, lambda: adapter.forward(loaded, batch))
+    except ForwardError as exc:
+        hint = (f"the adapter's forward may not cast its inputs to {dtype}: rerun with --dtype fp32, or cast the "
+                f"inputs in adapter '{adapter.family}'" if dtype != "float32"
+                else f"check adapter '{adapter.family}' (plugin) against this model")
+        raise CaptureError(
+            f"model '{loaded.card.id}' (adapter '{adapter.family}', dtype {dtype}, device {plan.manifest['device']}): "
+            f"forward pass failed {exc.where}: {exc.cause}; {hint}"
+        ) from exc.__cause__
     except NonFiniteFeatures as exc:
         where = "; ".join(
             f"{lid}/{ro}: samples {[chunk[i].id for i in rows]}" for (lid, ro), rows in exc.rows.items()
@@ -236,6 +283,18 @@ def batch_features(plan: ExtractPlan, loaded: LoadedModel, ds: Any, cap: Any, ch
             f"rerun with --dtype bf16 or --dtype fp32 (completed shards are kept in {plan.run_dir})"
         ) from None
     return {k: v.numpy() for k, v in feats.items()}
+
+
+def reusable_run(plan: ExtractPlan) -> Run | None:
+    """The complete run of ``plan`` when it is on disk and intact (every file verified), read
+    without the write lock; ``None`` otherwise (missing, incomplete, another key, damaged)."""
+    try:
+        existing = Run.open(plan.run_dir)
+    except StoreError:
+        return None
+    if not (existing.complete and existing.key == plan.key) or existing.verify():
+        return None
+    return existing
 
 
 def extract(
@@ -294,6 +353,10 @@ def extract(
 
         check_rank(world_size, rank)
         device = rank_device(device, rank)
+    if isinstance(model, str):
+        from .zoo import get_card
+
+        check_readouts_for_card(get_card(model), readouts)
     ds = open_dataset(dataset) if isinstance(dataset, str) else dataset
     loaded, dev, dt = prepare_model(model, tiny=tiny, seed=seed, device=device, dtype=dtype, adapter=adapter,
                                     merge_adapter=merge_adapter, **load_options)
@@ -304,19 +367,33 @@ def extract(
 
         return extract_rank(plan, loaded, ds, world_size, rank, resume=resume, progress=progress, on_batch=on_batch)
     samples, run_dir = plan.samples, plan.run_dir
+    if resume:
+        reused = reusable_run(plan)  # no lock: a complete run is read as it is (also in a read-only folder)
+        if reused is not None:
+            return reused
 
     from filelock import FileLock
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    ensure_writable(run_dir, "the run's shards and manifest",
+                    "choose a writable --out (a complete run with this key there would have been reused)")
     with FileLock(str(run_dir / ".lock")):
+        start_over = not resume
         if resume:
             try:
                 existing = Run.open(run_dir)
-                if existing.complete and existing.key == plan.key:
+            except ManifestError:
+                raise
+            except StoreError:
+                existing = None
+            if existing is not None and existing.complete and existing.key == plan.key:
+                problems = existing.verify()
+                if not problems:
                     return existing
-            except MedprobeError:
-                pass
-        writer = RunWriter.create_or_resume(run_dir, plan.manifest, resume=resume)
+                warnings.warn(StoreWarning(
+                    f"{run_dir}: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+                    + "; recomputing the run"), stacklevel=2)
+                start_over = True
+        writer = RunWriter.create_or_resume(run_dir, plan.manifest, resume=not start_over)
         shard_rows = batch_size * BATCHES_PER_SHARD
         buffer: dict[tuple[str, str], list[np.ndarray]] = {}
         buffered = 0

@@ -118,7 +118,7 @@ def _verified_rank_shards(rdir: Path, state: dict[str, Any]) -> list[dict[str, A
         elif "bytes" in shard and path.stat().st_size != shard["bytes"]:
             problem = f"{path.stat().st_size} bytes, {shard['bytes']} recorded (truncated)"
         elif sha256_file(path) != shard["sha256"]:
-            problem = "content changed since it was recorded (sha256 mismatch)"
+            problem = "checksum mismatch (content changed since it was recorded)"
         else:
             good.append(shard)
             continue

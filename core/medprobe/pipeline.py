@@ -82,13 +82,17 @@ def probe_run(
                 continue
             except ProbeError:
                 pass  # unreadable: retrain and overwrite
-        ensure_writable(run.path / "probes", f"the {name} probe results",
+        probes = run.path / "probes"
+        ensure_writable(probes if probes.is_dir() else run.path, f"the {name} probe results",
                         f"copy the run to a writable folder (cp -r {run.path} DEST) and probe the copy")
         features = {f"{lid}/{ro}": x for lid, ro, x in run.iter_features()}
         # control-task labels keyed by sample id: identical for every model probed on these samples
         hyper.setdefault("groups", run.sample_ids)
-        results = probe_layers(features, run.labels, run.splits, probe=name, seed=seed, controls=controls,
-                               n_classes=len(run.classes), **hyper)
+        try:
+            results = probe_layers(features, run.labels, run.splits, probe=name, seed=seed, controls=controls,
+                                   n_classes=len(run.classes), **hyper)
+        except ProbeError as exc:
+            raise ProbeError(f"{run.path}: {exc}") from None
         results.settings["input"] = run.integrity()  # verified, or unverified and why
         results.save(directory)
         out[name] = results

@@ -494,9 +494,10 @@ class Run:
         size = path.stat().st_size
         if "bytes" in entry and size != entry["bytes"]:
             raise StoreError(f"{path}: {size} bytes, {entry['bytes']} recorded (truncated or replaced since it was written); {RECOMPUTE}")
+        read_header(path, RECOMPUTE)  # its size against its own header (also without a recorded size)
         if entry["file"] not in self._checked:
             if sha256_file(path) != entry["sha256"]:
-                raise StoreError(f"{path}: content changed since it was recorded (sha256 mismatch); {RECOMPUTE}")
+                raise StoreError(f"{path}: checksum mismatch (content changed since it was recorded); {RECOMPUTE}")
             self._checked.add(entry["file"])
         return path
 
@@ -610,8 +611,10 @@ class RunWriter:
         writer._write_manifest()
         return writer
 
-    def _write_manifest(self) -> None:
-        sealed = seal_manifest(self.manifest)
+    def _write_manifest(self, candidate: dict[str, Any] | None = None) -> None:
+        """Write ``candidate`` (default: the current manifest) sealed; it becomes the current
+        manifest only once it is on disk, so a failed write leaves the recorded state as it was."""
+        sealed = seal_manifest(self.manifest if candidate is None else candidate)
         try:
             atomic_write_json(self.path / MANIFEST, sealed)
         except StoreWriteError as exc:
@@ -643,14 +646,12 @@ class RunWriter:
                     raise StoreError(f"{path}: {path.stat().st_size} bytes, {s['bytes']} recorded (truncated)")
                 read_header(path)
                 if sha256_file(path) != s["sha256"]:
-                    raise StoreError(f"{path}: content changed since it was recorded (sha256 mismatch)")
+                    raise StoreError(f"{path}: checksum mismatch (content changed since it was recorded)")
             except StoreError as exc:
                 dropped = shards[i:]
                 for d in dropped:
                     (self.path / d["file"]).unlink(missing_ok=True)
-                self.manifest["shards"] = shards[:i]
-                self.manifest["rows_done"] = s["start"]
-                self._write_manifest()
+                self._write_manifest(dict(self.manifest, shards=shards[:i], rows_done=s["start"]))
                 warnings.warn(StoreWarning(
                     f"{exc}; recomputing rows {s['start']}-{dropped[-1]['stop']} "
                     f"({len(dropped)} shard(s) dropped, rows 0-{s['start']} kept)"), stacklevel=3)
@@ -676,9 +677,8 @@ class RunWriter:
             sha, size = _save_tensors(self.path / name, {f"{lid}/{ro}": v.astype(np.float32, copy=False) for (lid, ro), v in features.items()})
         except StoreWriteError as exc:
             raise self._resumable(exc) from None
-        self.manifest["shards"].append({"file": name, "start": start, "stop": start + n, "sha256": sha, "bytes": size})
-        self.manifest["rows_done"] = start + n
-        self._write_manifest()
+        entry = {"file": name, "start": start, "stop": start + n, "sha256": sha, "bytes": size}
+        self._write_manifest(dict(self.manifest, shards=[*self.manifest["shards"], entry], rows_done=start + n))
 
     def finalize(self, labels: np.ndarray, splits: list[str]) -> Run:
         """Concatenate shards into per-layer files, write samples, mark the run complete."""
@@ -714,11 +714,8 @@ class RunWriter:
                                       {"labels": np.asarray(labels, dtype=np.int64), "split": codes})
         except StoreWriteError as exc:
             raise self._resumable(exc) from None
-        self.manifest["samples_file"] = {"file": "samples.safetensors", "sha256": sha, "bytes": size}
-        self.manifest["features"] = files
-        self.manifest["status"] = "complete"
-        self.manifest["shards"] = []
-        self._write_manifest()
+        self._write_manifest(dict(self.manifest, samples_file={"file": "samples.safetensors", "sha256": sha, "bytes": size},
+                                  features=files, status="complete", shards=[]))
         shutil.rmtree(self.path / "shards", ignore_errors=True)
         remove_stray_temporaries(self.path)
         run = Run.open(self.path)

@@ -10,7 +10,13 @@
 One forward pass per batch captures every selected layer (:class:`medprobe.capture.Capture`).
 Rows are written in shards of whole batches; a killed extraction resumes from its last complete
 shard and ends bit-identical to an uninterrupted one (same batches, same order, deterministic
-ops). A second process on the same run waits on the run's file lock, then finds it complete.
+ops); every recorded shard is verified first and a damaged one recomputed
+(:meth:`medprobe.store.RunWriter.create_or_resume`). A complete run with the same key is reused
+without taking the lock once every file is verified (so also from a read-only folder); a damaged
+one is recomputed with a warning. Writing needs a writable folder, checked before the forward
+pass. A second process on an incomplete run waits on the run's file lock, then resumes or finds
+it complete. A requested readout set that applies to no selected layer is refused before
+anything is written (:func:`check_readouts_apply`).
 
 :func:`plan_extract` computes the run key, run directory and manifest without a forward pass
 (experiment grids use it to tell done jobs from pending ones); with ``world_size``/``rank``,

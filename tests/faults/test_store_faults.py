@@ -325,3 +325,18 @@ def test_damaged_complete_run_is_recomputed_by_extract(run_copy, reference):
     with pytest.warns(StoreWarning, match=r"stage\.1__image-mean\.safetensors: checksum mismatch.*recomputing the run"):
         run = _extract(run_copy.parent)
     assert features_bytes(run) == reference and run.verify() == []
+
+
+def test_43_corrupted_rank_shard_is_recomputed_on_rank_resume(tmp_path, reference):
+    """Data-parallel extraction: a rank's recorded shard that changed is dropped and its batches
+    computed again when that rank reruns; the merged run is bit-identical."""
+    first = _extract(tmp_path, world_size=2, rank=0)
+    assert not first.complete
+    rank_dir = first.path / "ranks" / "rank-0"
+    flip_float(rank_dir / "shard-000000.safetensors", -3.0)
+    computed = []
+    with pytest.warns(StoreWarning, match=r"rank-0/shard-000000\.safetensors: checksum mismatch .*recomputing its batches \[0, 2, 4"):
+        _extract(tmp_path, world_size=2, rank=0, on_batch=computed.append)
+    assert computed == [0, 2, 4, 6, 8, 10, 12, 14]  # that shard's batches only
+    run = _extract(tmp_path, world_size=2, rank=1)
+    assert run.complete and features_bytes(run) == reference and run.verify() == []

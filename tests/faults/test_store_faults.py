@@ -340,3 +340,12 @@ def test_43_corrupted_rank_shard_is_recomputed_on_rank_resume(tmp_path, referenc
     assert computed == [0, 2, 4, 6, 8, 10, 12, 14]  # that shard's batches only
     run = _extract(tmp_path, world_size=2, rank=1)
     assert run.complete and features_bytes(run) == reference and run.verify() == []
+
+
+def test_44_cli_says_which_shard_it_recomputes(partial, tmp_path, capsys, reference):
+    run_dir = copy_run(partial, tmp_path)
+    truncate(run_dir / "shards" / "shard-000001.safetensors", 10)
+    rc, _, err = medprobe(capsys, "extract", "-m", MODEL, "-d", DATA, "--tiny", "--batch-size", str(BATCH), "--out", tmp_path)
+    assert rc == 0 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"warning: {run_dir}/shards/shard-000001.safetensors: ") and "recomputing rows 16-32" in err
+    assert features_bytes(Run.open(run_dir)) == reference

@@ -2,7 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import click
+
+
+@contextlib.contextmanager
+def _store_warnings_as_lines():
+    """Show :class:`medprobe.store.StoreWarning` (a damaged shard or run being recomputed) as one
+    ``warning: ...`` line on stderr, when it happens."""
+    import warnings
+
+    from ..store import StoreWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", StoreWarning)
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, StoreWarning):
+                click.echo(f"warning: {message}", err=True)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
 
 
 @click.command()
@@ -62,9 +86,10 @@ def extract(model, dataset, out, layers, readouts, batch_size, device, dtype, li
         world_size, rank = env_world() or (None, None)
     elif world_size is not None and rank is None:
         raise click.UsageError("--world-size needs --rank")
-    run = run_extract(model, dataset, out, layers=layers, readouts=readouts, batch_size=batch_size, device=device,
-                      dtype=dtype, limit=limit, tiny=tiny, resume=resume, seed=seed, world_size=world_size, rank=rank,
-                      adapter=adapter_dir, merge_adapter=merge_adapter, **options)
+    with _store_warnings_as_lines():
+        run = run_extract(model, dataset, out, layers=layers, readouts=readouts, batch_size=batch_size, device=device,
+                          dtype=dtype, limit=limit, tiny=tiny, resume=resume, seed=seed, world_size=world_size,
+                          rank=rank, adapter=adapter_dir, merge_adapter=merge_adapter, **options)
     if not run.complete:
         click.echo(f"rank {rank}/{world_size}: batches written under {run.path / 'ranks'}; the run completes when the "
                    "last rank finishes")

@@ -267,8 +267,14 @@ def run_info(run: "Run | str | Path") -> RunInfo:
 
 
 def verify_run(run: "Run | str | Path") -> list[str]:
-    """Recompute every checksum of ``run``; the problems found (empty: intact)."""
-    return _run(run).verify()
+    """Check ``run``'s manifest (schema, checksum) and every file it lists (size, sha256, shape);
+    the problems found (empty: intact). A folder that is not a run raises."""
+    from .store import ManifestError
+
+    try:
+        return _run(run).verify()
+    except ManifestError as exc:
+        return [str(exc)]
 
 
 def remove_run(run: "Run | str | Path") -> Path:

@@ -60,7 +60,7 @@ def medprobe(capsys: Any, *args: str) -> tuple[int, str, str]:
 def edit_manifest(run_dir: Path, change: Any, reseal: bool = False) -> None:
     """Apply ``change(manifest)`` to ``run_dir/manifest.json`` in place, as a hand edit would
     (``reseal``: recompute its checksums as medprobe would, i.e. a well-formed but hostile run)."""
-    from medprobe.store import sample_ids_sha256, seal_manifest
+    from medprobe.features.store import sample_ids_sha256, seal_manifest
 
     path = Path(run_dir) / "manifest.json"
     m = json.loads(path.read_text())

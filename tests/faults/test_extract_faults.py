@@ -24,8 +24,8 @@ import pytest
 
 from _store_util import (BATCH, DATA, MODEL, can_unshare, copy_run, env, features_bytes, in_namespace, medprobe,
                          tree_checksums)
-from medprobe.extract import extract
-from medprobe.store import Run
+from medprobe.features.extract import extract
+from medprobe.features.store import Run
 
 UNSHARE = can_unshare()
 
@@ -122,7 +122,7 @@ json.dump(results, open(out, "w"))
 def read_only_tree(base, tmp_path):
     """``ro/runs/RUN`` (never probed) and ``ro/probed/RUN`` (linear probe saved), made read-only
     by the case; returns (ro folder, run name)."""
-    from medprobe.pipeline import probe_run
+    from medprobe.tasks.pipeline import probe_run
 
     ro = tmp_path / "ro"
     copy_run(base, ro / "runs")
@@ -217,8 +217,8 @@ def test_68_fp16_on_a_model_whose_forward_does_not_cast_is_one_line(base, tmp_pa
 def test_69_non_finite_features_from_a_model_are_named(base, tmp_path):
     import torch
 
-    from medprobe.capture import CaptureError
-    from medprobe.zoo import load_model
+    from medprobe.features.capture import CaptureError
+    from medprobe.models.prepare import load_model
 
     loaded = load_model(MODEL, tiny=True)
     with torch.no_grad():

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from _store_util import BATCH, DATA, MODEL, copy_run, edit_manifest, medprobe, tree_checksums
-from medprobe.extract import extract
+from medprobe.features.extract import extract
 
 
 @pytest.fixture(scope="module")

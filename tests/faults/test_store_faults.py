@@ -19,8 +19,8 @@ import pytest
 
 from _store_util import (BATCH, DATA, MODEL, copy_run, edit_manifest, env, features_bytes, flip_float, medprobe,
                          tree_checksums, truncate)
-from medprobe.extract import extract
-from medprobe.store import Run, StoreWarning
+from medprobe.features.extract import extract
+from medprobe.features.store import Run, StoreWarning
 
 
 def _extract(out, **kw):
@@ -83,7 +83,7 @@ def _legacy(m):
 
 KILL = """
 import os, signal, sys
-from medprobe.extract import extract
+from medprobe.features.extract import extract
 def kill(batch_no):
     if batch_no == int(sys.argv[2]):
         os.kill(os.getpid(), signal.SIGKILL)
@@ -296,7 +296,7 @@ def test_schema1_run_is_read_and_results_say_unverified(run_copy, capsys):
 
 
 def test_checksummed_run_results_say_verified(run_copy):
-    from medprobe.pipeline import probe_run
+    from medprobe.tasks.pipeline import probe_run
 
     results = probe_run(run_copy, "linear", controls=False)
     assert results["linear"].settings["input"] == {"run_key": Run.open(run_copy).key, "status": "verified", "reasons": []}

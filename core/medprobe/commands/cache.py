@@ -63,7 +63,7 @@ def verify(run: str) -> None:
     """Check RUN's manifest (schema, checksum) and every file it lists (size, sha256, shape);
     exit 1 when anything is missing, changed or damaged."""
     from ..api import open_run
-    from ..store import ManifestError
+    from ..features.store import ManifestError
 
     try:
         r = open_run(run)  # not a run at all: exit 2
@@ -85,7 +85,7 @@ def verify(run: str) -> None:
 def rm(runs: tuple[str, ...], yes: bool) -> None:
     """Delete run directories (only folders that hold a medprobe manifest)."""
     from ..api import open_run, remove_run
-    from ..store import ManifestError
+    from ..features.store import ManifestError
 
     for run in runs:
         try:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..registry import MedprobeError
-from ..features.store import Run
+from ..features.store import Run, ensure_writable
 
 PROBES = ("linear", "mlp")
 #: the demo: medical MLLMs of three families beside two baselines, all tiny / random, offline
@@ -82,11 +82,18 @@ def probe_run(
                 continue
             except ProbeError:
                 pass  # unreadable: retrain and overwrite
+        probes = run.path / "probes"
+        ensure_writable(probes if probes.is_dir() else run.path, f"the {name} probe results",
+                        f"copy the run to a writable folder (cp -r {run.path} DEST) and probe the copy")
         features = {f"{lid}/{ro}": x for lid, ro, x in run.iter_features()}
         # control-task labels keyed by sample id: identical for every model probed on these samples
         hyper.setdefault("groups", run.sample_ids)
-        results = probe_layers(features, run.labels, run.splits, probe=name, seed=seed, controls=controls,
-                               n_classes=len(run.classes), **hyper)
+        try:
+            results = probe_layers(features, run.labels, run.splits, probe=name, seed=seed, controls=controls,
+                                   n_classes=len(run.classes), **hyper)
+        except ProbeError as exc:
+            raise ProbeError(f"{run.path}: {exc}") from None
+        results.settings["input"] = run.integrity()  # verified, or unverified and why
         results.save(directory)
         out[name] = results
     return out
@@ -239,6 +246,8 @@ def report_runs(
     from ..analysis.report import build_report
 
     names = parse_probes(probes)
+    if out is not None:  # before any probe is trained
+        ensure_writable(out, "the report", "choose a writable --out")
     runs, trained_inputs, trained, zeroshots = _trained_rows(runs, names, seed=seed)
     feature_runs, classify_runs = split_runs(runs)
     if not feature_runs and not trained_inputs:

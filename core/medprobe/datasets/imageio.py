@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import struct
 from pathlib import Path
 
@@ -48,6 +49,7 @@ MIN_SIDE = 8
 #: default largest image (width x height) read; ``MEDPROBE_MAX_PIXELS`` overrides it
 DEFAULT_MAX_PIXELS = 64_000_000
 MAX_PIXELS_ENV = "MEDPROBE_MAX_PIXELS"
+_LIMIT_HINT = f"a decompression bomb or a huge scan; set {MAX_PIXELS_ENV} to read larger images"
 #: Pillow raw modes of 16-bit colour samples (kept as their high byte by Pillow) -> the raw mode
 #: that unpacks the other byte of each sample
 _HIGH_LOW_RAWMODES = {
@@ -85,8 +87,8 @@ def check_pixel_limit(width: int, height: int) -> None:
     limit = max_pixels()
     if width * height > limit:
         raise ImageDecodeError(
-            f"image is {width}x{height} px ({width * height / 1e6:.1f} Mpx), above the {limit / 1e6:g} Mpx limit "
-            f"(a decompression bomb or a huge scan; set {MAX_PIXELS_ENV} to read larger images)"
+            f"image is {width}x{height} px ({width * height / 1e6:.3g} Mpx), above the {limit / 1e6:g} Mpx limit "
+            f"({_LIMIT_HINT})"
         )
 
 
@@ -236,8 +238,13 @@ def _decode(fh, path: Path, size: int) -> Image.Image:
             return opened.copy()  # detached from the file, which the caller closes
     except ImageDecodeError:
         raise
-    except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(f"too many pixels ({exc}; set {MAX_PIXELS_ENV} to read larger images)") from None
+    except Image.DecompressionBombError as exc:  # Pillow's own limit (twice its MAX_IMAGE_PIXELS) hit first
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        count = f"{int(found.group(1)) / 1e6:.3g} Mpx" if found else "too many pixels"
+        raise ImageDecodeError(
+            f"image has {count}, above the {max_pixels() / 1e6:g} Mpx limit and Pillow's decompression-bomb limit "
+            f"({_LIMIT_HINT}; Pillow's is PIL.Image.MAX_IMAGE_PIXELS)"
+        ) from None
     except PermissionError:
         raise ImageDecodeError("permission denied while reading the file (fix its permissions, e.g. chmod a+r)") from None
     except (OSError, SyntaxError, ValueError, struct.error, EOFError) as exc:

@@ -236,6 +236,8 @@ def _warnings(ds: Dataset) -> list[str]:
             f"{len(conflicting)} set(s) of identical images carry different labels: "
             + "; ".join(", ".join(d.ids) for d in conflicting[:3])
         )
+    if len(ds.classes) == 1:
+        out.append(f"only one class ({ds.classes[0]}): probing and classification need at least two")
     counts = ds.counts()
     empty_classes = [c for c, n in counts["total"].items() if n == 0]
     if empty_classes and ds.samples:

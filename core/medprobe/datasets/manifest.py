@@ -127,7 +127,10 @@ def manifest(
     try:
         text = csv_path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DatasetLayoutError(f"{csv_path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise DatasetLayoutError(
+            f"{csv_path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8 "
+            f"(e.g. iconv -f latin1 -t utf-8 {csv_path.name} > utf8.csv)"
+        ) from None
     if not text.strip():
         raise DatasetLayoutError(f"{csv_path}: empty manifest (no header row)")
     try:

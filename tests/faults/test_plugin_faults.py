@@ -198,8 +198,8 @@ def test_row61_readout_that_applies_to_no_selected_layer(tmp_path, medprobe):
 
 def test_row62_unknown_model_id_suggests_the_close_one(medprobe, tmp_path):
     result = medprobe("extract", "--model", "resnet-18", "--tiny", "--dataset", "synthetic:lesions?n=12", "--out", tmp_path / "r")
-    assert result.code == 2 and result.err == (
-        "Error: model 'resnet-18' not found; did you mean: resnet18, resnet50, regnety-016, densenet121, levit-128s?\n")
+    assert result.code == 2 and result.err.startswith("Error: model 'resnet-18' not found; did you mean: resnet18, ")
+    assert len(result.err.splitlines()) == 1
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
 
 

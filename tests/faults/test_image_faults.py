@@ -32,14 +32,14 @@ def test_row01_truncated_jpeg(tmp_path, medprobe, unchanged):
     root = image_folder(tmp_path / "img")
     data = jpeg_bytes()
     (root / "a" / "trunc.jpg").write_bytes(data[: len(data) // 2])
-    _bad_file(medprobe, unchanged, root, "trunc.jpg", "truncated image data: image file is truncated")
+    _bad_file(medprobe, unchanged, root, "trunc.jpg", "truncated image data: ")
 
 
 def test_row02_truncated_png(tmp_path, medprobe, unchanged):
     root = image_folder(tmp_path / "img")
     data = png_bytes(noise(64, 64))
     (root / "a" / "trunc.png").write_bytes(data[: len(data) // 2])
-    result = _bad_file(medprobe, unchanged, root, "trunc.png", "truncated image data: image file is truncated")
+    result = _bad_file(medprobe, unchanged, root, "trunc.png", "truncated image data: ")
     assert "1 bad sample(s)" in result.err
 
 

@@ -249,7 +249,7 @@ def _decode(fh, path: Path, size: int) -> Image.Image:
         raise ImageDecodeError("permission denied while reading the file (fix its permissions, e.g. chmod a+r)") from None
     except (OSError, SyntaxError, ValueError, struct.error, EOFError) as exc:
         reason = str(exc) or type(exc).__name__
-        if "truncated" in reason:
+        if "truncated" in reason.lower():
             raise ImageDecodeError(f"truncated image data: {reason}") from None
         raise ImageDecodeError(f"corrupt image data: {reason}") from None
 

@@ -86,6 +86,32 @@ def png16(path: Path, arr: np.ndarray, sbit: bytes | None = None) -> Path:
     return path
 
 
+def tiff48(path: Path, arr: np.ndarray, byteorder: str = "<") -> Path:
+    """An uncompressed 48-bit RGB TIFF written by hand, little (``"<"``) or big (``">"``) endian."""
+    a = np.asarray(arr, dtype=np.uint16)
+    h, w, _ = a.shape
+    data = a.astype(byteorder + "u2").tobytes()
+    tags = [(256, 3, w), (257, 3, h), (258, 3, None), (259, 3, 1), (262, 3, 2), (273, 4, None), (277, 3, 3),
+            (278, 3, h), (279, 4, len(data)), (284, 3, 1)]
+    ifd = 8
+    bits_at = ifd + 2 + 12 * len(tags) + 4
+    data_at = bits_at + 6
+    out = (b"II" if byteorder == "<" else b"MM") + struct.pack(byteorder + "HI", 42, ifd) + struct.pack(byteorder + "H", len(tags))
+    for tag, typ, value in tags:
+        if tag == 258:
+            out += struct.pack(byteorder + "HHII", tag, typ, 3, bits_at)
+        elif tag == 273:
+            out += struct.pack(byteorder + "HHII", tag, typ, 1, data_at)
+        elif typ == 3:
+            out += struct.pack(byteorder + "HHIHH", tag, typ, 1, value, 0)
+        else:
+            out += struct.pack(byteorder + "HHII", tag, typ, 1, value)
+    out += struct.pack(byteorder + "I", 0) + struct.pack(byteorder + "HHH", 16, 16, 16) + data
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(out)
+    return path
+
+
 def png_header_only(path: Path, w: int, h: int) -> Path:
     """A PNG whose header announces ``w x h`` grey pixels and whose data is a few zero bytes."""
     data = b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from faultkit import dicom, image_folder, jpeg_bytes, noise, png, png16, png_bomb, png_bytes, png_header_only
+from faultkit import dicom, image_folder, jpeg_bytes, noise, png, png16, png_bomb, png_bytes, png_header_only, tiff48
 from medprobe.datasets import open_dataset
 from medprobe.datasets.imageio import read_image, to_rgb
 
@@ -126,6 +126,10 @@ def test_row09_48bit_rgb_png_with_12bit_data_keeps_its_full_depth(tmp_path, medp
     la = np.dstack([np.full((12, 16), 4000, np.uint16), np.full((12, 16), 65535, np.uint16)])
     png16(tmp_path / "la.png", la)
     assert np.asarray(to_rgb(read_image(tmp_path / "la.png")))[0, 0].tolist() == [249, 249, 249]
+    for order in "<>":  # 48-bit TIFF, both byte orders
+        tif = tiff48(tmp_path / f"rgb48{'le' if order == '<' else 'be'}.tif", rgb, order)
+        img = read_image(tif)
+        assert img.info["source_mode"] == "RGB;16" and np.asarray(to_rgb(img))[0, 0].tolist() == [249, 125, 62]
 
 
 def test_row10_rgba_is_composited_on_black(tmp_path):

@@ -274,8 +274,9 @@ def _decode_16bit_colour(fh, path: Path, size: int, opened: Image.Image, raw: st
             _with_rawmode(second_img, _HIGH_LOW_RAWMODES[raw])
             second_img.load()
             second = np.asarray(second_img)
-        high, low = (first, second) if raw.endswith("16B") else (second, first)
-        planes = high.astype(np.uint16) * 256 + low.astype(np.uint16)
+        # the file's own raw mode unpacks the most significant byte of each sample (for either byte
+        # order); the swapped one unpacks the least significant byte
+        planes = first.astype(np.uint16) * 256 + second.astype(np.uint16)
         channels = opened.mode
     bits = png_significant_bits(path) if path.suffix.lower() == ".png" else None
     colour = planes[..., :1] if channels == "LA" else planes[..., :3]

@@ -34,7 +34,8 @@
 
     [probe]                           # options of every probe run (medprobe.pipeline.probe_run):
     controls = true                   # permutation null + control tasks (about 3x the probing time)
-    n_boot = 1000                     # bootstrap resamples of the accuracy CIs; other keys: probe hyper-parameters
+    n_boot = 1000                     # bootstrap resamples of the accuracy CIs; other keys: hyper-parameters
+                                      # every listed probe accepts (checked at parse time)
 
     [lora]                            # recipe for "lora:train" conditions (medprobe.lora)
     [[train]]                         # classifiers trained with `medprobe train`, one job per model x dataset
@@ -42,7 +43,7 @@
     models = "mllm"                   # "mllm" | "baseline" | "all" | a list of the grid's model names / refs
     epochs = 10                       # other keys: lr, head_lr, batch_size, patience, weight_decay, freeze, ...
 
-    [executor.slurm]                  # executor options: partition, account, setup, ...
+    [executor.slurm]                  # executor options: partition, account, setup, ... (checked at parse time)
 
 Every error names the file and the key (``paper-study.toml: [[model]] #3.resources.gpus: expected an integer >= 0, got -2``).
 Relative paths (``out``, a ``source`` or ``adapter`` starting with ``./`` or ``../``, dataset

@@ -28,6 +28,14 @@ def test_row16_non_utf8_file_name_is_a_named_bad_sample(tmp_path, medprobe, unch
     assert ds.info()["skipped"] == [["a/caf\\xe9.png", "file name is not valid UTF-8; rename the file "
                                                         "(e.g. convmv -f latin1 -t utf8 --notest)"]]
     assert json.dumps(ds.info())  # the whole description is UTF-8 text again
+    # a class folder with such a name: its files are bad samples, the class name is shown escaped
+    os.mkdir(os.fsencode(root) + b"/b\xe9")
+    png(root / "tmp2.png")
+    os.replace(os.fsencode(root / "tmp2.png"), os.fsencode(root) + b"/b\xe9/x.png")
+    result = medprobe("datasets", "show", f"imagefolder:{root}", "--skip-bad")
+    assert result.code == 0 and "classes: 0=a, 1=b, 2=b\\xe9" in result.out
+    assert f"  {root}/b\\xe9/x.png: file name is not valid UTF-8; rename the file" in result.out.replace(
+        " (e.g. convmv -f latin1 -t utf8 --notest)", "")
 
 
 def test_row17_link_loop_self_link_and_dangling_link_are_listed_with_their_reason(tmp_path, medprobe, unchanged):

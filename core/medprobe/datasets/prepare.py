@@ -115,6 +115,9 @@ def _refuse_non_utf8_names(ds: Dataset) -> None:
         )
     ds.samples = keep
     ds.ignored = {k: [printable(v) for v in vs] for k, vs in ds.ignored.items()}
+    ds.classes = [printable(c) for c in ds.classes]  # a class folder with such a name: its files are bad above
+    ds.warnings = [printable(w) for w in ds.warnings]
+    ds.notes = [printable(n) for n in ds.notes]
 
 
 def _check_loader_output(ds: Dataset) -> None:

@@ -213,18 +213,23 @@ def _open(fh, path: Path, size: int) -> Image.Image:
 
 
 def _rawmode(opened: Image.Image) -> str | None:
-    if len(opened.tile) != 1:
+    """The raw mode of a single-tile image (tiles are ``(codec, extents, offset, args)``)."""
+    if len(opened.tile) != 1 or len(opened.tile[0]) < 4:
         return None
-    args = opened.tile[0].args
-    raw = args if isinstance(args, str) else (args[0] if isinstance(args, tuple) and args and isinstance(args[0], str) else None)
-    return raw
+    args = opened.tile[0][3]
+    if isinstance(args, str):
+        return args
+    if isinstance(args, tuple) and args and isinstance(args[0], str):
+        return args[0]
+    return None
 
 
 def _with_rawmode(opened: Image.Image, rawmode: str) -> None:
     tile = opened.tile[0]
-    args = tile.args
+    args = tile[3]
     args = rawmode if isinstance(args, str) else (rawmode, *args[1:])
-    opened.tile = [tile._replace(args=args)]
+    fields = (tile[0], tile[1], tile[2], args, *tile[4:])
+    opened.tile = [type(tile)(*fields) if hasattr(tile, "_fields") else fields]
 
 
 def _decode(fh, path: Path, size: int) -> Image.Image:
@@ -233,6 +238,14 @@ def _decode(fh, path: Path, size: int) -> Image.Image:
         raw = _rawmode(opened)
         if raw in _HIGH_LOW_RAWMODES or raw == "LA;16B":
             return _decode_16bit_colour(fh, path, size, opened, raw)
+        if raw and ";16" in raw and opened.mode in ("RGB", "RGBA", "RGBX", "CMYK", "LA", "PA", "YCbCr", "LAB", "HSV"):
+            # another 16-bit colour layout (premultiplied alpha, CMYK, ...): Pillow would keep only the
+            # high byte of each sample, so refuse rather than guess
+            opened.close()
+            raise ImageDecodeError(
+                f"16-bit colour layout {raw} cannot be read at full depth; save the image as 16-bit RGB or RGBA "
+                "(or 8-bit)"
+            )
         with opened:
             opened.load()
             return opened.copy()  # detached from the file, which the caller closes
@@ -259,7 +272,10 @@ def _decode_16bit_colour(fh, path: Path, size: int, opened: Image.Image, raw: st
     if raw == "LA;16B":  # grey + alpha, 2 x 16 bits: read each pixel as one big-endian 32-bit integer
         with opened:
             _with_rawmode(opened, "I;32B")
-            opened._mode = "I"
+            if hasattr(opened, "_mode"):  # Pillow >= 10.1: ``mode`` is a read-only property
+                opened._mode = "I"
+            else:  # pragma: no cover - older Pillow
+                opened.mode = "I"
             opened.load()
             packed = np.asarray(opened).astype(np.uint32)
         grey, alpha = (packed >> 16).astype(np.uint16), (packed & 0xFFFF).astype(np.uint16)

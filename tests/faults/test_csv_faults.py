@@ -128,3 +128,16 @@ def test_row30_latin1_manifest_is_refused_and_a_bom_is_accepted(study, medprobe,
     bom.write_bytes("\ufeffpath,label\nimg/0.png,bénin\nimg/1.png,malin\n".encode("utf-8"))
     result = _show(medprobe, unchanged, bom, "--json")
     assert result.code == 0 and json.loads(result.out)["classes"] == ["bénin", "malin"]
+
+
+def test_row29_numeric_spellings_and_order():
+    from medprobe.datasets.manifest import label_classes
+
+    classes, mapping, warning = label_classes({"1e1", "10", "0.50", ".5", "-0", "0", "+2", "2.000", "x"}, "m.csv: labels")
+    assert classes == ["0", "0.5", "2", "10", "x"]  # numbers in numeric order, then text
+    assert mapping == {"1e1": "10", "10": "10", "0.50": "0.5", ".5": "0.5", "-0": "0", "0": "0", "+2": "2",
+                       "2.000": "2", "x": "x"}
+    assert warning.startswith("m.csv: labels look numeric: read as numbers, classes ordered numerically: 0, 0.5, 2, 10, x")
+    assert "text labels (x) come after the numbers" in warning
+    for text in ({"a", "b"}, {"1a", "v2"}, {"nan", "inf"}):  # not numbers
+        assert label_classes(text, "m") == (sorted(text), {t: t for t in text}, None)

@@ -52,6 +52,7 @@ MAX_PIXELS_ENV = "MEDPROBE_MAX_PIXELS"
 _LIMIT_HINT = f"a decompression bomb or a huge scan; set {MAX_PIXELS_ENV} to read larger images"
 #: Pillow raw modes of 16-bit colour samples (kept as their high byte by Pillow) -> the raw mode
 #: that unpacks the other byte of each sample
+_COLOUR_MODES = ("RGB", "RGBA", "RGBX", "CMYK", "LA", "PA", "YCbCr", "LAB", "HSV")
 _HIGH_LOW_RAWMODES = {
     "RGB;16B": "RGB;16L",
     "RGB;16L": "RGB;16B",
@@ -238,7 +239,7 @@ def _decode(fh, path: Path, size: int) -> Image.Image:
         raw = _rawmode(opened)
         if raw in _HIGH_LOW_RAWMODES or raw == "LA;16B":
             return _decode_16bit_colour(fh, path, size, opened, raw)
-        if raw and ";16" in raw and opened.mode in ("RGB", "RGBA", "RGBX", "CMYK", "LA", "PA", "YCbCr", "LAB", "HSV"):
+        if raw and ";16" in raw and opened.mode in _COLOUR_MODES:
             # another 16-bit colour layout (premultiplied alpha, CMYK, ...): Pillow would keep only the
             # high byte of each sample, so refuse rather than guess
             opened.close()

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .imageio import ImageDecodeError, check_pixel_limit, scale_to_uint8
+from .pixels import ImageDecodeError, check_pixel_limit, scale_to_uint8
 
 
 def _first(value, default: float) -> float:

@@ -33,7 +33,6 @@ optional ``pydicom``).
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import struct
 from pathlib import Path
@@ -41,18 +40,27 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .pixels import (  # noqa: F401  (re-exported: the pixel rules are part of this module's contract)
+    _LIMIT_HINT,
+    DEFAULT_MAX_PIXELS,
+    MAX_PIXELS_ENV,
+    ImageDecodeError,
+    bit_range,
+    check_finite,
+    check_pixel_limit,
+    max_pixels,
+    scale_to_uint8,
+)
+
 #: file extensions the folder loaders treat as images (lower case)
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm", ".dicom"})
 DICOM_EXTENSIONS = frozenset({".dcm", ".dicom"})
 #: images whose shorter side is below this many pixels are rejected as bad samples
 MIN_SIDE = 8
-#: default largest image (width x height) read; ``MEDPROBE_MAX_PIXELS`` overrides it
-DEFAULT_MAX_PIXELS = 64_000_000
-MAX_PIXELS_ENV = "MEDPROBE_MAX_PIXELS"
-_LIMIT_HINT = f"a decompression bomb or a huge scan; set {MAX_PIXELS_ENV} to read larger images"
+#: Pillow modes of colour images (a 16-bit raw mode for one of them is read at full depth or refused)
+_COLOUR_MODES = ("RGB", "RGBA", "RGBX", "CMYK", "LA", "PA", "YCbCr", "LAB", "HSV")
 #: Pillow raw modes of 16-bit colour samples (kept as their high byte by Pillow) -> the raw mode
 #: that unpacks the other byte of each sample
-_COLOUR_MODES = ("RGB", "RGBA", "RGBX", "CMYK", "LA", "PA", "YCbCr", "LAB", "HSV")
 _HIGH_LOW_RAWMODES = {
     "RGB;16B": "RGB;16L",
     "RGB;16L": "RGB;16B",
@@ -61,49 +69,6 @@ _HIGH_LOW_RAWMODES = {
     "RGBX;16B": "RGBX;16L",
     "RGBX;16L": "RGBX;16B",
 }
-
-
-class ImageDecodeError(ValueError):
-    """A file cannot be used as an image; the message is the reason (the caller adds the path)."""
-
-
-def max_pixels() -> int:
-    """The pixel limit: ``MEDPROBE_MAX_PIXELS`` (a positive integer) or :data:`DEFAULT_MAX_PIXELS`."""
-    raw = os.environ.get(MAX_PIXELS_ENV, "").strip().replace("_", "")
-    if not raw:
-        return DEFAULT_MAX_PIXELS
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        from .errors import DatasetSpecError
-
-        raise DatasetSpecError(f"{MAX_PIXELS_ENV}={os.environ[MAX_PIXELS_ENV]!r} is not a positive number of pixels (e.g. 100000000)")
-    return value
-
-
-def check_pixel_limit(width: int, height: int) -> None:
-    """Raise :class:`ImageDecodeError` when ``width x height`` exceeds :func:`max_pixels`."""
-    limit = max_pixels()
-    if width * height > limit:
-        raise ImageDecodeError(
-            f"image is {width}x{height} px ({width * height / 1e6:.3g} Mpx), above the {limit / 1e6:g} Mpx limit "
-            f"({_LIMIT_HINT})"
-        )
-
-
-def check_finite(arr: np.ndarray) -> None:
-    """Raise :class:`ImageDecodeError` when a float array holds NaN or +-Inf values."""
-    if np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.complexfloating):
-        finite = np.isfinite(arr)
-        if not finite.all():
-            bad = int(finite.size - np.count_nonzero(finite))
-            nan = int(np.count_nonzero(np.isnan(arr)))
-            raise ImageDecodeError(
-                f"{bad} of {finite.size} pixel values are not finite ({nan} NaN, {bad - nan} +-Inf); "
-                "fix or drop the image (--skip-bad records it as skipped)"
-            )
 
 
 def is_image_name(path: Path) -> bool:
@@ -317,52 +282,6 @@ def check_size(img: Image.Image, min_side: int = MIN_SIDE) -> None:
     w, h = img.size
     if min(w, h) < min_side:
         raise ImageDecodeError(f"image is {w}x{h} px, smaller than the {min_side} px minimum side")
-
-
-def bit_range(max_value: float, significant_bits: int | None = None) -> int:
-    """The number of bits the data uses: ``significant_bits`` if given and no value exceeds it
-    (a writer that scaled the data up to the full sample depth, as the PNG spec asks, is read by
-    the inferred range instead), else inferred.
-
-    Inferred = bits needed for ``max_value``, rounded up to an even number in [8, 16]
-    (values above 65535 use their exact bit length).
-    """
-    if significant_bits and max_value <= 2 ** int(significant_bits) - 1:
-        return int(significant_bits)
-    needed = int(max(max_value, 0)).bit_length()
-    if needed <= 8:
-        return 8
-    if needed <= 16:
-        return needed + (needed % 2)
-    return needed
-
-
-def scale_to_uint8(arr: np.ndarray, significant_bits: int | None = None) -> np.ndarray:
-    """Scale an integer, bool or float array to uint8 (same shape) by its bit range (module doc)."""
-    if arr.dtype == np.uint8:
-        return arr
-    if arr.dtype == bool:
-        return arr.astype(np.uint8) * 255
-    if arr.size == 0:
-        return arr.astype(np.uint8)
-    if np.issubdtype(arr.dtype, np.floating):
-        check_finite(arr)
-        data = arr.astype(np.float64)
-        lo, hi = float(data.min()), float(data.max())
-        if lo >= 0.0 and hi <= 1.0:
-            return np.round(data * 255.0).astype(np.uint8)
-        return _minmax(data, lo, hi)
-    lo, hi = int(arr.min()), int(arr.max())
-    if lo < 0:
-        return _minmax(arr.astype(np.float64), float(lo), float(hi))
-    top = float(2 ** bit_range(hi, significant_bits) - 1)
-    return np.round(np.clip(arr.astype(np.float64), 0, top) * (255.0 / top)).astype(np.uint8)
-
-
-def _minmax(data: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    if hi <= lo:
-        return np.zeros(data.shape, dtype=np.uint8)
-    return np.round((data - lo) * (255.0 / (hi - lo))).astype(np.uint8)
 
 
 def array_to_image(arr: np.ndarray, significant_bits: int | None = None) -> Image.Image:

@@ -16,7 +16,7 @@ from ..layermap import LayerSpec
 from ..registry import MedprobeError
 from ..runtime import git_hash, package_versions
 from .provenance import dataset_record, preprocessing_fingerprint, select_samples, synthetic_reasons
-from .readouts import applicable, parse_readouts
+from .readouts import ReadoutError, applicable, parse_readouts
 from .store import FORMAT, run_key
 
 #: bump when the capture/readout code changes what a feature means
@@ -84,6 +84,12 @@ def plan_extract(
     selected: list[LayerSpec] = loaded.layer_map.select(layers)
     wanted = parse_readouts(readouts)
     per_layer = {s.id: applicable(s, wanted) for s in selected}
+    if selected and not any(per_layer.values()):
+        raise ReadoutError(
+            f"readout(s) {', '.join(wanted)} apply to no selected layer of '{loaded.card.id}' "
+            f"({', '.join(s.id for s in selected[:6])}{', ...' if len(selected) > 6 else ''}): cls needs a token layer "
+            "with a class token, last-token / text-mean need LLM layers; use --readout image-mean"
+        )
     samples = select_samples(ds.samples, limit, seed)
     if not samples:
         raise MedprobeError(f"dataset '{ds.spec}' has no samples")

@@ -6,6 +6,7 @@ Tiny random example CNN on synthetic / generated images: pipeline checks, not fi
 
 from __future__ import annotations
 
+from medprobe.tasks.pipeline import probe_dir
 import json
 
 import numpy as np
@@ -33,7 +34,7 @@ def test_70_probe_with_one_class_in_train_names_the_run(tmp_path, capsys):
     before = tree_checksums(run.path)
     rc, _, err = medprobe(capsys, "probe", run.path)
     assert rc == 2 and err == f"Error: {run.path}: the 'train' split holds a single class; a probe cannot be fitted\n"
-    assert not (run.path / "probes" / "linear-seed0" / "results.json").exists()
+    assert not (probe_dir(run, "linear") / "results.json").exists()
     assert tree_checksums(run.path) == before
 
 

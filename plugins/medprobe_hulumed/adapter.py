@@ -80,6 +80,7 @@ def variant_of(card: ModelCard) -> str:
 
 class HuluMedAdapter(ModelAdapter):
     family = "hulumed"
+    loaders = ("remote-code",)
     needs_remote_code = True
 
     # -- layer map -----------------------------------------------------------------------------

@@ -37,6 +37,34 @@ SHORT = {"visual_representation": "visual", "connector_fidelity": "connector", "
          "llm_comprehension": "llm", "semantic_mapping": "semantic"}  # fmt: skip
 
 
+def fhs_coverage(n: int, rho: float, reps: int) -> dict[str, dict[str, float]]:
+    """Coverage of the true FHS by the report's interval (``fhs_profile`` with a paired bootstrap,
+    default B) and by the plain percentile interval, on the ``llm_drop`` layout (32 flat vision
+    layers at 0.8, one connector, 28 LLM layers declining 0.8 -> 0.7). SIMULATED."""
+    import numpy as np
+
+    from medprobe.analysis.fhs import fhs_draws, fhs_profile, module_fhs
+    from medprobe.analysis.inference import PairedBootstrap
+    from medprobe.analysis.simulation import scenario, simulate_model
+
+    truth = scenario("llm_drop")
+    true = {"vision": module_fhs(truth.vision).score, "connector": truth.connector, "llm": module_fhs(truth.llm).score}
+    acc = {m: {"basic": 0, "percentile": 0, "est": 0.0} for m in true}
+    for r in range(reps):
+        model = simulate_model(truth, n=n, rho=rho, rng=np.random.default_rng([7, r]))
+        boot = PairedBootstrap(model["outcomes"], seed=r)
+        pts = [dict(p, accuracy=boot.point(f"{p['id']}/{p['readout']}")) for p in model["points"]]
+        prof = fhs_profile(pts, bootstrap=boot)
+        for m, mod in prof.modules().items():
+            keys = [f"{i}/image-mean" for i in mod.layers]
+            lo, hi = np.quantile(fhs_draws(np.stack([boot.draws(k) for k in keys], axis=1)), [0.025, 0.975])
+            acc[m]["basic"] += mod.ci95[0] <= true[m] <= mod.ci95[1]
+            acc[m]["percentile"] += lo <= true[m] <= hi
+            acc[m]["est"] += mod.score / reps
+    return {m: {"true": true[m], "mean_estimate": a["est"], "coverage_basic": a["basic"] / reps,
+                "coverage_percentile": a["percentile"] / reps} for m, a in acc.items()}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ns", default="780,5856", help="sample sizes of the null cells")
@@ -45,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--power-reps", type=int, default=200, help="replicates per power cell")
     ap.add_argument("--power-n", type=int, default=780)
     ap.add_argument("--scenarios", default=",".join(PLANTED_MODE), help="planted scenarios for the power table")
+    ap.add_argument("--fhs-reps", type=int, default=0, help="replicates of the FHS-interval coverage check (0: skip)")
     ap.add_argument("--json", help="also write the results to this JSON file")
     args = ap.parse_args(argv)
     ns = [int(x) for x in args.ns.split(",") if x]
@@ -74,6 +103,15 @@ def main(argv: list[str] | None = None) -> int:
             cells = [f"**{100 * r[m]:.1f}**" if m == PLANTED_MODE[name] else f"{100 * r[m]:.1f}" for m in MODES]
             print(f"| {name} | {PLANTED_MODE[name]} | {rho} | {args.power_reps} | " + " | ".join(cells) + " |",
                   flush=True)  # fmt: skip
+    if args.fhs_reps:
+        print(f"\n## FHS interval coverage (llm_drop layout, N = {args.power_n}, rho = 0.8, {args.fhs_reps} reps)\n")
+        print("| module | true FHS | mean estimate | coverage, basic (reported) | coverage, percentile |")
+        print("|---|---:|---:|---:|---:|")
+        cov = fhs_coverage(args.power_n, 0.8, args.fhs_reps)
+        out["fhs_coverage"] = cov  # type: ignore[assignment]
+        for m, c in cov.items():
+            print(f"| {m} | {c['true']:.3f} | {c['mean_estimate']:.3f} | {100 * c['coverage_basic']:.0f}% | "
+                  f"{100 * c['coverage_percentile']:.0f}% |", flush=True)  # fmt: skip
     elapsed = time.time() - t0
     print(f"\nelapsed {elapsed:.0f} s wall, {time.process_time():.0f} s CPU")
     worst_fp = max((v for c in out["null"] for v in c["rates"].values()), default=0.0)

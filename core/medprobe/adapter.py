@@ -59,6 +59,30 @@ class LoadedModel:
         return self.weights.startswith(("tiny-random", "random"))
 
 
+@dataclass(frozen=True)
+class ImageTokens:
+    """How many positions one image occupies at each stage, at the card's probing resolution.
+
+    ``image_size``: the side (px) of the square the processor feeds the tower; ``vision``: tokens
+    in a vision block's output per image (patches plus ``prefix`` CLS-like tokens); ``connector``:
+    tokens the connector outputs per image; ``llm``: image-token positions per image in the
+    sequence the LLM receives; ``rule``: the formula, in words, with the settings it used.
+    """
+
+    image_size: int
+    vision: int
+    connector: int
+    llm: int
+    prefix: int = 0
+    rule: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "image_size": self.image_size, "vision": self.vision, "prefix": self.prefix,
+            "connector": self.connector, "llm": self.llm, "rule": self.rule,
+        }
+
+
 @dataclass
 class Batch:
     """Model inputs for a batch of B images plus what the readouts need to pool.
@@ -87,6 +111,11 @@ class ModelAdapter:
     #: the family's code is not in transformers/timm/open_clip (needs trust_remote_code)
     needs_remote_code: bool = False
 
+    #: the values a card of this family may give as ``loader`` (how its checkpoints are loaded:
+    #: ``stock`` transformers classes, ``convert`` after ``medprobe convert``, ``remote-code``, a
+    #: library's factory ...); the conformance kit checks every card against it
+    loaders: tuple[str, ...] = ("stock",)
+
     # -- optional capabilities: declared here, never probed with getattr ----------------------
     #: the adapter is a transformers MLLM whose LM head scores candidate answers
     #: (``classify --mode score``: :func:`medprobe.tasks.classify.score_batch`)
@@ -97,6 +126,10 @@ class ModelAdapter:
     has_text_tower: bool = False
     #: implements :meth:`card_for_name` (``family:NAME`` references make an ad-hoc card)
     names_ad_hoc_models: bool = False
+    #: builds its full-size model on the meta device from a published ``config.json``
+    #: (:mod:`medprobe.models.meta`): implements :meth:`meta_config`, :meth:`meta_model`,
+    #: :meth:`image_tokens` and :meth:`published_processor`
+    meta_capable: bool = False
 
     # -- layer map ---------------------------------------------------------------------------
     def layer_groups(self, card: ModelCard, config: Any) -> Sequence[LayerGroup]:
@@ -118,6 +151,29 @@ class ModelAdapter:
         """For remote-code families: ``(module names, config dict, source)`` recorded from the
         published modeling code, so the layer map can be validated without importing it."""
         return None
+
+    # -- full size without weights (capability ``meta_capable``) -------------------------------
+
+    def meta_config(self, card: ModelCard, config: Mapping[str, Any]) -> Any:
+        """The library config object (e.g. a ``PretrainedConfig``) for the published
+        ``config.json`` dict ``config`` of ``card``, read as ``from_pretrained`` would read it."""
+        raise NotImplementedError
+
+    def meta_model(self, card: ModelCard, config: Any) -> Any:
+        """The full-size model of the card's class built from ``config`` with parameters on the
+        meta device (no memory, no weights)."""
+        raise NotImplementedError
+
+    def image_tokens(self, card: ModelCard, config: Any, processor: Mapping[str, Any] | None) -> ImageTokens:
+        """Image positions per image at each stage for the card's probing resolution, from the
+        model config and the published processor settings (``None`` when none were published)."""
+        raise NotImplementedError
+
+    def published_processor(self, card: ModelCard, config: Any, processor: Mapping[str, Any] | None) -> Any:
+        """A processor whose image side is built from the published processor settings, with the
+        family's offline word tokenizer (no download): what :meth:`preprocess` uses to check the
+        image-token positions of the real settings."""
+        raise NotImplementedError
 
     # -- loading -----------------------------------------------------------------------------
     def build_tiny(self, card: ModelCard, seed: int = 0) -> LoadedModel:
@@ -167,7 +223,8 @@ class ModelAdapter:
 
     def capabilities(self) -> dict[str, bool]:
         return {"scores_answers": self.scores_answers, "encodes_images": self.encodes_images,
-                "has_text_tower": self.has_text_tower, "names_ad_hoc_models": self.names_ad_hoc_models}
+                "has_text_tower": self.has_text_tower, "names_ad_hoc_models": self.names_ad_hoc_models,
+                "meta_capable": self.meta_capable}
 
     def describe(self) -> dict[str, Any]:
         return {"family": self.family, "version": self.version, "needs_remote_code": self.needs_remote_code,

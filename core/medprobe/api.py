@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .cards import ModelCard
     from .datasets import Dataset
     from .layermap import LayerMap
+    from .models.meta import MetaModel
     from .plugins import PluginError, PluginInfo
     from .features.store import Run
 
@@ -115,6 +116,19 @@ def layer_map(ref: str, *, tiny: bool = False, select: str | Sequence[str] | Non
     if select is not None:
         lmap = replace(lmap, layers=tuple(lmap.select(select)))
     return lmap
+
+
+def full_size(ref: str) -> "MetaModel":
+    """The card's full-size model built from its published ``config.json`` on the meta device
+    (``medprobe models layers REF`` without ``--tiny``): ``.layer_map``, ``.parameters``,
+    ``.stage_parameters``, ``.image_tokens``, ``.published`` (where the config was read). No
+    weights, no download; :func:`medprobe.grid.resources.extraction_estimate` gives the store size
+    and GPU memory of an extraction (``--n`` / ``--dataset``)."""
+    from .models.meta import build_meta
+    from .models.zoo import get_adapter
+
+    card = get_card(ref)
+    return build_meta(card, get_adapter(card.family))
 
 
 def load(
@@ -283,15 +297,30 @@ def run_info(run: "Run | str | Path") -> RunInfo:
 
 
 def verify_run(run: "Run | str | Path") -> list[str]:
-    """Recompute every checksum of ``run``; the problems found (empty: intact)."""
-    return _run(run).verify()
+    """Check ``run``'s manifest (schema, checksum) and every file it lists (size, sha256, shape);
+    the problems found (empty: intact). A folder that is not a run raises."""
+    from .features.store import ManifestError
+
+    try:
+        return _run(run).verify()
+    except ManifestError as exc:
+        return [str(exc)]
 
 
 def remove_run(run: "Run | str | Path") -> Path:
     """Delete a run directory (only a folder that holds a medprobe manifest); returns its path."""
-    r = _run(run)  # refuses folders that are not runs
-    shutil.rmtree(r.path)
-    return r.path
+    from .features.store import ManifestError, Run, write_error
+
+    path = run.path if isinstance(run, Run) else Path(run)
+    try:
+        _run(run)  # refuses folders that are not runs
+    except ManifestError:
+        pass  # a damaged run (its manifest fails the schema or checksum) can still be removed
+    try:
+        shutil.rmtree(path)
+    except OSError as exc:
+        raise write_error(exc, Path(exc.filename or path), "removing the run") from None
+    return path
 
 
 # -- reports ---------------------------------------------------------------------------------

@@ -184,6 +184,12 @@ def test_report_from_real_probe_results_with_two_probes(tmp_path):
     assert rep["probes"] == ["linear", "mlp"] and rep["primary_probe"] == "mlp"
     entry = rep["models"][0]
     assert set(entry["fhs"]) == set(entry["diagnosis"]) == {"linear", "mlp"}
+    # the probe's per-sample outcomes (format medprobe.probe/2) reach the paired verdicts and FHS intervals
+    n_scored = len(lin.sample_index)
+    assert entry["paired_outcomes"]["linear"]["n"] == n_scored
+    conn = next(v for v in entry["diagnosis"]["linear"] if v["mode"] == "connector_fidelity")
+    assert conn["verdict"] in ("present", "absent") and conn["n"] == n_scored and conn["p_value"] is not None
+    assert entry["fhs"]["linear"]["vision"]["ci95"] is not None
     assert len(entry["layers"]) == 8
     write_report(rep, tmp_path)
     assert load_report(tmp_path / "report.json") == rep

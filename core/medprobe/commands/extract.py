@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import click
 
 from .options import (
@@ -19,6 +21,28 @@ from .options import (
     store_root,
     warn_small_splits,
 )
+
+
+@contextlib.contextmanager
+def _store_warnings_as_lines():
+    """Show :class:`medprobe.features.store.StoreWarning` (a damaged shard or run being recomputed) as one
+    ``warning: ...`` line on stderr, when it happens."""
+    import warnings
+
+    from ..features.store import StoreWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", StoreWarning)
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, StoreWarning):
+                click.echo(f"warning: {message}", err=True)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
 
 
 @click.command()
@@ -55,8 +79,9 @@ def extract(model, dataset, store, layers, readouts, batch_size, limit, skip_bad
         raise click.UsageError("--world-size needs --rank")
     ds = open_dataset_for(dataset, skip_bad=skip_bad)
     warn_small_splits(ds, limit=limit, seed=load.seed)
-    run = run_extract(model, ds, store_root(store), layers=layers, readouts=readouts, batch_size=batch_size,
-                      limit=limit, resume=not force, world_size=world_size, rank=rank, load=load)
+    with _store_warnings_as_lines():
+        run = run_extract(model, ds, store_root(store), layers=layers, readouts=readouts, batch_size=batch_size,
+                          limit=limit, resume=not force, world_size=world_size, rank=rank, load=load)
     if not run.complete:
         click.echo(f"rank {rank}/{world_size}: batches written under {run.path / 'ranks'}; the run completes when the "
                    "last rank finishes")

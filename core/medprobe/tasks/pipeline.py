@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..registry import MedprobeError
-from ..features.store import Run
+from ..features.store import Run, ensure_writable
 
 PROBES = ("linear", "mlp")
 #: the demo: medical MLLMs of three families beside two baselines, all tiny / random, offline
@@ -105,13 +105,20 @@ def probe_run(
                     continue
             except ProbeError:
                 pass  # unreadable: retrain and overwrite
+        probes = run.path / "probes"
+        ensure_writable(probes if probes.is_dir() else run.path, f"the {name} probe results",
+                        f"copy the run to a writable folder (cp -r {run.path} DEST) and probe the copy")
         features = {f"{lid}/{ro}": x for lid, ro, x in run.iter_features()}
         # leakage groups (patient, else exact / near-duplicate cluster, else sample id) recorded at
         # extraction: folds and control-task labels keep each group together; identical for every
         # model probed on these samples
         groups = hyper.pop("groups", None) or run_groups(run)
-        results = probe_layers(features, run.labels, run.splits, probe=name, settings=settings,
-                               n_classes=len(run.classes), groups=groups, class_names=run.classes, **hyper)
+        try:
+            results = probe_layers(features, run.labels, run.splits, probe=name, settings=settings,
+                                   n_classes=len(run.classes), groups=groups, class_names=run.classes, **hyper)
+        except ProbeError as exc:
+            raise ProbeError(f"{run.path}: {exc}") from None
+        results.settings["input"] = run.integrity()  # verified, or unverified and why
         # what the groups stand for, saved with the results and printed by `medprobe probe`
         results.protocol["leakage"] = run.manifest.get("leakage")
         results.save(directory)
@@ -290,6 +297,8 @@ def report_runs(
     from ..analysis.report import build_report
 
     names = parse_probes(probes)
+    if out is not None:  # before any probe is trained
+        ensure_writable(out, "the report", "choose a writable --out")
     runs, trained_inputs, trained, zeroshots = _trained_rows(runs, names, seed=seed)
     feature_runs, classify_runs = split_runs(runs)
     if not feature_runs and not trained_inputs:

@@ -119,6 +119,7 @@ def extract(
     if resume:
         reused = reusable_run(plan)  # no lock: a complete run is read as it is (also in a read-only folder)
         if reused is not None:
+            reused.outcome = {"status": "reused", "from_row": len(samples), "rows": len(samples)}
             return reused
 
     from filelock import FileLock

@@ -156,8 +156,8 @@ def compare(models, dataset, out, tiny, probe, layers, readouts, batch_size, lim
 def demo(out, probe, dataset):
     """Run the whole pipeline offline on the embedded synthetic dataset with tiny random models."""
     from ..api import demo as run_demo
-    from ..tasks.pipeline import DEMO_DATASET, DEMO_MODELS
+    from ..tasks.pipeline import DEMO_DATASET, demo_models
 
-    click.echo(f"demo: {', '.join(DEMO_MODELS)} (tiny random) on {dataset or DEMO_DATASET} - a pipeline check, "
+    click.echo(f"demo: {', '.join(demo_models())} (tiny random) on {dataset or DEMO_DATASET} - a pipeline check, "
                "not a medical finding")
     _print_report_summary(run_demo(out, probe=probe, dataset=dataset), out)

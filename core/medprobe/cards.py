@@ -65,6 +65,8 @@ class ModelCard:
     #: processor settings) the full-size layer map is built from on the meta device
     #: (:mod:`medprobe.models.meta`); the file names whose config it is and where it was read
     published_config: str | None = None
+    #: position of this card in ``medprobe demo`` (the zoo picks the demo's models; ``None``: not in it)
+    demo: int | None = None
     #: adapter-specific settings (timm name, vision_feature_layer, fixed resolution, ...)
     settings: Mapping[str, Any] = field(default_factory=dict)
     #: fact name -> source of that fact

@@ -209,10 +209,10 @@ def compare(models, dataset, out, store, tiny, probe, layers, readouts, batch_si
 def demo(out, probe, dataset, store, as_json):
     """Run the whole pipeline offline on the embedded synthetic dataset with tiny random models."""
     from ..api import demo as run_demo
-    from ..tasks.pipeline import DEMO_DATASET, DEMO_MODELS
+    from ..tasks.pipeline import DEMO_DATASET, demo_models
 
     if not as_json:
-        click.echo(f"demo: {', '.join(DEMO_MODELS)} (tiny random) on {dataset or DEMO_DATASET} - a pipeline check, "
+        click.echo(f"demo: {', '.join(demo_models())} (tiny random) on {dataset or DEMO_DATASET} - a pipeline check, "
                    "not a medical finding")
     store = store or os.environ.get("MEDPROBE_CACHE_DIR") or None
     _print_report_summary(run_demo(out, probe=probe, dataset=dataset, store=store), out, as_json)

@@ -34,7 +34,16 @@ from ..features.store import Run, ensure_writable
 
 PROBES = ("linear", "mlp")
 #: the demo: medical MLLMs of three families beside two baselines, all tiny / random, offline
-DEMO_MODELS = ("lingshu-7b", "medgemma-4b", "llava-med-v1.5", "resnet50", "vit-small-patch16-224")
+
+
+def demo_models() -> list[str]:
+    """The models of ``medprobe demo``: the cards the zoo marks with ``demo = N``, in that order."""
+    from ..models.zoo import list_cards
+
+    marked = sorted((c for c in list_cards() if c.demo is not None), key=lambda c: (c.demo, c.id))
+    if not marked:
+        raise MedprobeError("no card is marked for the demo (`demo = N` in a card); is the zoo plugin installed?")
+    return [c.id for c in marked]
 DEMO_DATASET = "synthetic:lesions?n=240&size=96"
 
 
@@ -484,5 +493,5 @@ def demo(
     pipeline only."""
     from ..models.prepare import LoadOptions
 
-    return compare(list(DEMO_MODELS), dataset or DEMO_DATASET, out, load=LoadOptions(tiny=True), probes=probes,
+    return compare(demo_models(), dataset or DEMO_DATASET, out, load=LoadOptions(tiny=True), probes=probes,
                    batch_size=16, progress=progress, classify_mode=classify_mode, store=store)

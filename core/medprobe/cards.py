@@ -14,7 +14,7 @@ TOML layout (one file may hold many cards)::
     title = "Lingshu-7B"
     hub_id = "lingshu-medical-mllm/Lingshu-7B"
     architecture = "Qwen2_5_VLForConditionalGeneration"
-    loader = "stock"                    # stock | remote-code | convert | timm | open_clip
+    loader = "stock"                    # one of the family adapter's `loaders` (stock, convert, remote-code, timm, ...)
     ...
     [card.sources]
     architecture = "model card: 'built on top of Qwen2.5VL'; third-party loaders"
@@ -32,7 +32,6 @@ from typing import Any, Iterable, Mapping
 from .registry import MedprobeError
 
 KINDS = ("mllm", "baseline")
-LOADERS = ("stock", "remote-code", "convert", "timm", "open_clip")
 
 
 class CardError(MedprobeError):
@@ -83,8 +82,8 @@ class ModelCard:
             problems.append(f"kind {self.kind!r} must be one of {KINDS}")
         if not self.family:
             problems.append("family (adapter) is required")
-        if self.loader not in LOADERS:
-            problems.append(f"loader {self.loader!r} must be one of {LOADERS}")
+        if not self.loader or self.loader != self.loader.strip():
+            problems.append(f"loader {self.loader!r} must be a non-empty name (one the family adapter declares in `loaders`)")
         if self.published_config is not None and ":" not in self.published_config:
             problems.append(f"published_config {self.published_config!r} must read 'package:path/to/file.json'")
         if problems:
@@ -118,6 +117,17 @@ class ModelCard:
         out["unverified"] = list(self.unverified)
         out["aliases"] = list(self.aliases)
         return out
+
+    #: the fields that decide what a model computes; the others document the checkpoint
+    IDENTITY_FIELDS = ("id", "kind", "family", "hub_id", "revision", "architecture", "loader", "prompt_template",
+                       "settings")
+
+    def identity(self) -> dict[str, Any]:
+        """The card as run keys hash it: only :data:`IDENTITY_FIELDS`, so correcting a citation, a
+        note or an UNVERIFIED mark does not invalidate stored runs (the full card is still recorded
+        in every manifest)."""
+        full = self.to_dict()
+        return {name: full[name] for name in self.IDENTITY_FIELDS}
 
     def setting(self, key: str, default: Any = None) -> Any:
         return self.settings.get(key, default)

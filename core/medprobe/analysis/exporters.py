@@ -256,11 +256,38 @@ def _banner_text(report: Mapping[str, Any]) -> str:
     return f"{SYNTHETIC_BANNER}. Reasons: {reasons}. Synthetic models: {models}."
 
 
+def random_floor_markdown(report: Mapping[str, Any]) -> list[str]:
+    """Markdown lines of the random-weights floor: per model with a twin in the report, its
+    accuracy per layer beside the twin's (``random_floor``, docs/report-schema.md); ``[]`` if none."""
+    L: list[str] = []
+    for m in report["models"]:
+        floor = m.get("random_floor")
+        if not floor:
+            continue
+        for probe, twin_rows in floor["layers"].items():
+            twin = {(r["id"], r["readout"]): r["accuracy"] for r in twin_rows}
+            rows = [
+                [r["id"], r["readout"], _f(r.get("accuracy")), _f(twin.get((r["id"], r["readout"]))),
+                 _f(r["accuracy"] - twin[(r["id"], r["readout"])])
+                 if r.get("accuracy") is not None and twin.get((r["id"], r["readout"])) is not None else "—"]
+                for r in m["layers"] if r["probe"] == probe
+            ]
+            if not rows:
+                continue
+            L += [f"## Random-weights floor: {m['title']} — `{probe}` probe", "",
+                  f"Twin `{floor['model']}` ({floor.get('weights')}): the same architecture and config with random "
+                  "weights, extracted and probed alike; its accuracy is what architecture + probe give without training.", ""]
+            L += _md_table(["layer", "readout", "model", "random floor", "above floor"], rows) + [""]
+    return L
+
+
 def render_markdown(report: Mapping[str, Any]) -> str:
     """The Markdown report (tables only; figures are in the HTML)."""
     L: list[str] = [f"# {report['title']}", ""]
     if report.get("synthetic"):
         L += [f"> **⚠ {_banner_text(report)}**", ""]
+    if report.get("leakage_banner"):
+        L += [f"> **⚠ {report['leakage_banner']}**", ""]
     L += [
         f"Generated {report['created']} by medprobe {report['medprobe_version']} "
         f"(schema `{report['schema']}` v{report['schema_version']}). Probes: "
@@ -290,6 +317,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                 rows.append([m["title"]] + [cells.get(k, "—") for k in MODE_TITLES])
             L += _md_table(header, rows) + [""]
         L += statistics_markdown(report, probe)
+    L += random_floor_markdown(report)
     if report.get("trained"):
         L += ["## Trained classifiers", "", TRAINED_NOTE, ""]
         L += _md_table(TRAINED_HEADER, _trained_rows(report)) + [""]
@@ -451,6 +479,8 @@ def render_html(report: Mapping[str, Any]) -> str:
             f"<small>Reasons: {_h(', '.join(report.get('synthetic_reasons') or []))}. "
             f"Synthetic models: {_h(', '.join(report.get('synthetic_models') or []))}.</small></div>"
         )
+    if report.get("leakage_banner"):
+        H.append(f'<div class="banner" id="leakage-banner">⚠ {_h(report["leakage_banner"])}</div>')
     H.append(f"<h1>{_h(report['title'])}</h1>")
     H.append(
         f'<p class="meta">Generated {_h(report["created"])} by medprobe {_h(report["medprobe_version"])} '

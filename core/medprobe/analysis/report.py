@@ -42,6 +42,7 @@ from ..layermap import MODULE_OF_STAGE
 from . import diagnosis as _diagnosis
 from . import fhs as _fhs
 from . import inference as _inference
+from . import twins as _twins
 from .metrics import wilson_ci
 from .results import LayerProbeResult, ProbeError, ProbeResults, _clean
 
@@ -494,6 +495,7 @@ def build_report(
                 "manifest": m.manifest,
             }
         )
+    _twins.decorate_entries(entries)  # condition, leakage, twin_of, random_floor (from the manifests)
     trained_entries = _trained_entries(trained)
     synthetic = any(m.synthetic for m in inputs) or any(t["synthetic"] for t in trained_entries)
     reasons = sorted(
@@ -515,6 +517,7 @@ def build_report(
             )
         ),
         "banner": SYNTHETIC_BANNER if synthetic else None,
+        "leakage_banner": _twins.leakage_banner(entries),
         "probes": probes,
         "primary_probe": primary,
         "fhs_settings": {

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .imageio import ImageDecodeError, scale_to_uint8
+from .pixels import ImageDecodeError, check_pixel_limit, scale_to_uint8
 
 
 def _first(value, default: float) -> float:
@@ -60,6 +60,7 @@ def read_dicom(path: Path) -> Image.Image:
         raise ImageDecodeError(f"not a readable DICOM file: {exc}") from None
     if "PixelData" not in ds:
         raise ImageDecodeError("DICOM file has no pixel data")
+    check_pixel_limit(int(getattr(ds, "Columns", 0) or 0), int(getattr(ds, "Rows", 0) or 0))
     try:
         arr = np.asarray(ds.pixel_array)
     except Exception as exc:

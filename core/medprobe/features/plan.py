@@ -15,8 +15,8 @@ from ..adapter import LoadedModel
 from ..layermap import LayerSpec
 from ..registry import MedprobeError
 from ..runtime import git_hash, package_versions
-from .provenance import dataset_record, preprocessing_fingerprint, select_samples, synthetic_reasons
-from .readouts import applicable, parse_readouts
+from .provenance import condition_and_leakage, dataset_record, preprocessing_fingerprint, select_samples, synthetic_reasons
+from .readouts import ReadoutError, applicable, parse_readouts
 from .store import FORMAT, run_key
 
 #: bump when the capture/readout code changes what a feature means
@@ -60,6 +60,34 @@ class ExtractPlan:
         return len(self.samples) * total * 4
 
 
+def check_readouts_apply(model_id: str, selected: Sequence[LayerSpec], wanted: Sequence[str],
+                         per_layer: dict[str, list[str]]) -> None:
+    """Raise :class:`~medprobe.readouts.ReadoutError` when no requested readout applies to any
+    selected layer (e.g. ``cls`` on a CNN), before anything is written."""
+    if any(per_layer.values()):
+        return
+    from .readouts import ReadoutError
+
+    layouts = sorted({f"{s.stage}/{s.layout}" + (f"+{s.prefix_tokens} prefix" if s.prefix_tokens else "") for s in selected})
+    raise ReadoutError(
+        f"model '{model_id}': readout {','.join(wanted)} applies to no selected layer "
+        f"({len(selected)} layers, {', '.join(layouts)}): cls needs a ViT block with a class token, last-token and "
+        "text-mean an LLM layer; use --readout image-mean (or select other --layers)"
+    )
+
+
+def check_readouts_for_card(card: Any, readouts: str | Sequence[str] | None) -> None:
+    """Before a model is loaded: text readouts alone on a vision-only card apply to no layer."""
+    from .readouts import ReadoutError
+
+    wanted = parse_readouts(readouts)
+    if card.kind != "mllm" and set(wanted) <= {"last-token", "text-mean"}:
+        raise ReadoutError(
+            f"model '{card.id}': readout {','.join(wanted)} applies to no selected layer (a vision-only model has no "
+            "LLM layers); use --readout image-mean"
+        )
+
+
 def plan_extract(
     loaded: LoadedModel,
     ds: Any,
@@ -84,6 +112,7 @@ def plan_extract(
     selected: list[LayerSpec] = loaded.layer_map.select(layers)
     wanted = parse_readouts(readouts)
     per_layer = {s.id: applicable(s, wanted) for s in selected}
+    check_readouts_apply(loaded.card.id, selected, wanted, per_layer)
     samples = select_samples(ds.samples, limit, seed)
     if not samples:
         raise MedprobeError(f"dataset '{ds.spec}' has no samples")
@@ -94,7 +123,7 @@ def plan_extract(
     payload = {
         "format": FORMAT,
         "feature_version": FEATURE_VERSION,
-        "model": loaded.card.to_dict(),
+        "model": loaded.card.identity(),
         "weights": loaded.weights,
         "adapter": {"family": adapter.family, "version": adapter.version},
         "dataset": {"spec": ds.spec, "fingerprint": ds.fingerprint(), "sample_ids": [s.id for s in samples]},
@@ -108,7 +137,9 @@ def plan_extract(
     if adapter_lora is not None:
         payload["adapter_lora"] = adapter_lora
     key = run_key(payload)
-    run_dir = Path(out) / f"{loaded.card.id.replace('/', '_').replace(':', '_')}__{ds.name}__{key[:12]}"
+    condition, leakage, groups = condition_and_leakage(loaded, ds, samples, adapter_lora)
+    twin = "+random-init" if condition["weights"] == "random" else ""
+    run_dir = Path(out) / f"{loaded.card.id.replace('/', '_').replace(':', '_')}{twin}__{ds.name}__{key[:12]}"
     reasons = synthetic_reasons(loaded, ds)
     manifest = {
         "format": FORMAT,
@@ -123,7 +154,9 @@ def plan_extract(
             "layer_map_resolved_against": loaded.layer_map.resolved_against,
             "adapter_lora": adapter_lora,
         },
-        "dataset": dataset_record(ds, samples, limit),
+        "dataset": dict(dataset_record(ds, samples, limit), groups=groups),
+        "condition": condition,
+        "leakage": leakage,
         "layers": [s.to_dict() for s in selected],
         "readouts": list(wanted),
         "readouts_per_layer": per_layer,

@@ -16,6 +16,7 @@ validate their ``[[model]]`` tables against :meth:`LoadOptions.field_names`.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -77,6 +78,7 @@ class LoadOptions:
         if unknown:
             raise MedprobeError(f"{where}: unknown load option(s) {', '.join(unknown)}; known: {', '.join(names)}")
         kinds = {"bool": bool, "int": int, "str": str}
+        values = {k: (os.fspath(v) if isinstance(v, os.PathLike) else v) for k, v in values.items()}
         for key, value in values.items():
             if value is None:
                 continue
@@ -139,6 +141,13 @@ def load_model(ref: str, options: LoadOptions | None = None, **fields: Any) -> L
     card = get_card(ref)
     adapter = get_adapter(card.family)
     if opts.tiny:
+        if opts.random_init:
+            from ..adapter import AdapterError
+
+            raise AdapterError(
+                f"model '{ref}': --tiny models are random already, so they have no random-weights twin; "
+                "save a checkpoint and load it with --source DIR (its twin: --source DIR --random-init)"
+            )
         loaded = adapter.build_tiny(card, seed=opts.seed)
     else:
         loaded = adapter.load(card, device=opts.device, dtype=opts.dtype, **opts.adapter_kwargs())

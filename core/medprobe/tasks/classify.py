@@ -457,7 +457,7 @@ def classify(
     stock = supports_score(card)
     if mode == "score" and not stock:
         raise ClassifyError(
-            f"model '{card.id}': score mode needs a family whose adapter scores answers ({', '.join(score_families())}); "
+            f"model '{card.id}': score mode needs a transformers stock family (an adapter that scores answers: {', '.join(score_families())}); "
             f"family '{card.family}' is not one; use --mode generate"
         )
 
@@ -501,7 +501,7 @@ def classify(
         "format": FORMAT,
         "classify_version": CLASSIFY_VERSION,
         "parser_version": PARSER_VERSION,
-        "model": loaded.card.to_dict(),
+        "model": loaded.card.identity(),
         "weights": loaded.weights,
         "adapter": {"family": family.family, "version": family.version},
         "dataset": {"spec": ds.spec, "fingerprint": ds.fingerprint(), "sample_ids": [s.id for s in samples]},

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..registry import MedprobeError
-from ..features.store import Run
+from ..features.store import Run, ensure_writable
 
 PROBES = ("linear", "mlp")
 #: the demo: medical MLLMs of three families beside two baselines, all tiny / random, offline
@@ -66,7 +66,9 @@ def probe_dir(run: Run, probe: str, settings: Any = None) -> Path:
 def run_groups(run: Run) -> list[str]:
     """Group id per sample for the folds and the control task: the dataset's ``groups`` (patient
     / duplicate-cluster ids) when the manifest has them, else the sample ids (one group each)."""
-    groups = run.manifest["dataset"].get("groups")
+    from ..datasets.groups import run_groups as recorded_groups
+
+    groups = recorded_groups(run.manifest)  # checks the length against the sample ids
     return [str(g) for g in groups] if groups else list(run.sample_ids)
 
 
@@ -103,11 +105,22 @@ def probe_run(
                     continue
             except ProbeError:
                 pass  # unreadable: retrain and overwrite
+        probes = run.path / "probes"
+        ensure_writable(probes if probes.is_dir() else run.path, f"the {name} probe results",
+                        f"copy the run to a writable folder (cp -r {run.path} DEST) and probe the copy")
         features = {f"{lid}/{ro}": x for lid, ro, x in run.iter_features()}
-        # groups keyed by sample / patient id: identical for every model probed on these samples
+        # leakage groups (patient, else exact / near-duplicate cluster, else sample id) recorded at
+        # extraction: folds and control-task labels keep each group together; identical for every
+        # model probed on these samples
         groups = hyper.pop("groups", None) or run_groups(run)
-        results = probe_layers(features, run.labels, run.splits, probe=name, settings=settings,
-                               n_classes=len(run.classes), groups=groups, class_names=run.classes, **hyper)
+        try:
+            results = probe_layers(features, run.labels, run.splits, probe=name, settings=settings,
+                                   n_classes=len(run.classes), groups=groups, class_names=run.classes, **hyper)
+        except ProbeError as exc:
+            raise ProbeError(f"{run.path}: {exc}") from None
+        results.settings["input"] = run.integrity()  # verified, or unverified and why
+        # what the groups stand for, saved with the results and printed by `medprobe probe`
+        results.protocol["leakage"] = run.manifest.get("leakage")
         results.save(directory)
         out[name] = results
     return out
@@ -145,8 +158,10 @@ def model_input(
         p_final_correct = answers_correctness(classify.answers(), run.sample_ids, source=f"classify run {classify.path}")
         manifest["classify"] = classify_summary(classify, run)
         reasons.extend(r for r in classify.record.get("synthetic_reasons", []) if r not in reasons)
+    from ..analysis.twins import row_id
+
     return ModelInput.from_probe_results(
-        model=card["id"],
+        model=row_id(card["id"], run.manifest.get("condition")),
         kind=kind or card["kind"],
         layers=run.layers,
         results=results,
@@ -267,6 +282,8 @@ def report_runs(
     from ..analysis.report import build_report
 
     names = parse_probes(probes)
+    if out is not None:  # before any probe is trained
+        ensure_writable(out, "the report", "choose a writable --out")
     runs, trained_inputs, trained, zeroshots = _trained_rows(runs, names, seed=seed)
     feature_runs, classify_runs = split_runs(runs)
     if not feature_runs and not trained_inputs:

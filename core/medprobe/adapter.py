@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .cards import ModelCard
 from .layermap import LayerGroup, LayerMap, resolve_layer_map
-from .registry import MedprobeError
+from .registry import MedprobeError, NotFoundError
 
 
 class AdapterError(MedprobeError):
@@ -102,6 +102,18 @@ class ModelAdapter:
         """For remote-code families: ``(module names, config dict, source)`` recorded from the
         published modeling code, so the layer map can be validated without importing it."""
         return None
+
+    # -- model names -------------------------------------------------------------------------
+    def card_for_name(self, name: str) -> ModelCard:
+        """An ad-hoc card for ``FAMILY:NAME`` (a registry name for timm / open_clip; a hub id or a
+        local checkpoint directory for the Hugging Face families). Raises :class:`NotFoundError`
+        naming the reference when ``name`` is not one this family takes."""
+        raise NotFoundError(f"{self.family}:{name}: family '{self.family}' takes no free model names; use a card id")
+
+    def matches_checkpoint(self, config: Mapping[str, Any]) -> bool:
+        """Whether a local checkpoint directory whose ``config.json`` is ``config`` is of this
+        family (``medprobe --model DIR`` asks every family). Default: no."""
+        return False
 
     # -- loading -----------------------------------------------------------------------------
     def build_tiny(self, card: ModelCard, seed: int = 0) -> LoadedModel:

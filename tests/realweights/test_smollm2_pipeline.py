@@ -167,9 +167,11 @@ def test_classify_generate_parses_real_answers(checkpoint, work, loaded):
     rows = [json.loads(line) for line in (run_dir / "answers.jsonl").read_text().splitlines()]
     assert len(rows) == 24 and all(r["answer"].strip() for r in rows)  # real words, never empty
     unparsed = [r for r in rows if r["parsed"] is None]
-    assert record["unparsed"]["all"] == len(unparsed) == record["methods"].get("unparsed", 0)
-    assert sum(record["methods"].values()) == len(rows)
+    assert record["unparsed"]["all"] == len(unparsed)
+    for split in ("train", "val", "test"):
+        assert record["unparsed"][split] == sum(1 for r in unparsed if r["split"] == split)
     assert all(r["method"] == "unparsed" and not r["correct"] for r in unparsed)
+    assert all(r["method"] != "unparsed" and r["parsed_name"] in record["dataset"]["classes"] for r in rows if r["parsed"] is not None)
     assert record["synthetic"] and record["model"]["weights"] == loaded.weights
     # oracle: the stored answers are transformers' greedy decoding of the same prompts
     adapter = get_adapter("llava")
@@ -195,10 +197,11 @@ def test_classify_score_equals_a_full_forward(checkpoint, work, loaded):
     run_dir = _classify(checkpoint, work, "score")
     record = json.loads((run_dir / "classify.json").read_text())
     rows = [json.loads(line) for line in (run_dir / "answers.jsonl").read_text().splitlines()]
-    assert len(rows) == 24 and record["unparsed"]["all"] == 0 and record["methods"] == {"score": 24}
+    assert len(rows) == 24 and record["unparsed"]["all"] == 0 and {r["method"] for r in rows} == {"score"}
     classes = record["dataset"]["classes"]
     tok = loaded.processor.tokenizer
     tokens = answer_tokens(tok, record["prompt"], answer_strings(classes))
+    assert record["answers"]["tokens"] == tokens  # the real BPE splits of the class names, as stored
     assert all(len(t) >= 1 for t in tokens) and max(len(t) for t in tokens) > 1  # multi-token answers
     adapter = get_adapter("llava")
     from medprobe.api import dataset

@@ -33,7 +33,7 @@ def build(batch: int, seed: int = 0):
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
     from medprobe.adapter import Batch
-    from medprobe.zoo import get_adapter, get_card
+    from medprobe.models.zoo import get_adapter, get_card
 
     torch.manual_seed(seed)
     image_token = 31999
@@ -70,7 +70,7 @@ def timed(fn) -> float:
 
 
 def ratios(repeats: int, batch_size: int) -> dict:
-    from medprobe.capture import Capture
+    from medprobe.features.capture import Capture
 
     model, lmap, batch = build(batch_size)
     every = list(lmap)
@@ -111,7 +111,7 @@ def ratios(repeats: int, batch_size: int) -> dict:
 
 def throughput(batch_size: int, repeats: int) -> dict:
     """Run in a fresh process: images/s of capture (all layers, two readouts) and peak RSS."""
-    from medprobe.capture import Capture
+    from medprobe.features.capture import Capture
 
     model, lmap, batch = build(batch_size)
     with Capture(model, list(lmap), ("image-mean", "last-token"), model_name="bench") as cap:

@@ -32,9 +32,10 @@ def test_example_plugin_conformance(medprobe_conformance):
 
 
 def test_example_capture_equals_manual_forward():
-    from medprobe.capture import Capture
+    from medprobe.features.capture import Capture
     from medprobe.testing import synthetic_images
-    from medprobe.zoo import get_adapter, load_model
+    from medprobe.models.zoo import get_adapter
+    from medprobe.models.prepare import load_model
 
     loaded = load_model("example-cnn", tiny=True)
     adapter = get_adapter("example_cnn")

@@ -38,7 +38,7 @@ def test_all_import_names_are_medprobe_prefixed():
 def test_package_data_and_entry_points_after_install():
     code = (
         "import json, medprobe, medprobe_zoo\n"
-        "from medprobe.zoo import list_cards\n"
+        "from medprobe.models.zoo import list_cards\n"
         "from medprobe.plugins import get_plugins\n"
         "s = get_plugins()\n"
         "print(json.dumps({'file': medprobe.__file__, 'cards': len(list_cards()), 'plugins': sorted(p.name for p in s.plugins),"

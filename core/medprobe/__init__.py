@@ -10,17 +10,14 @@ The Python API mirrors the CLI, one function per command (``docs/api.md``)::
 
 ``import medprobe`` is light: it imports no torch. Every public name is loaded on first use.
 
-Names that are also submodules (``extract``, ``classify``, ``train``, ``zeroshot``) always mean the API
-function here, even after the submodule is imported: reach the module itself with
-``from medprobe.extract import ...`` or ``importlib.import_module("medprobe.extract")``.
+The package is layered (CONTRIBUTING.md, "Architecture"): contracts and interfaces here,
+the extraction engine in :mod:`medprobe.features`, models in :mod:`medprobe.models`, tasks in
+:mod:`medprobe.tasks`, analysis in :mod:`medprobe.analysis`.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import sys
-import types
 from importlib import metadata as _metadata
 from typing import Any
 
@@ -43,22 +40,22 @@ _API: dict[str, str] = {
     "list_datasets": "medprobe.api:list_datasets",
     "dataset": "medprobe.api:dataset",
     # features
-    "extract": "medprobe.extract:extract",
+    "extract": "medprobe.features.extract:extract",
     "list_runs": "medprobe.api:list_runs",
     "open_run": "medprobe.api:open_run",
     "run_info": "medprobe.api:run_info",
     "verify_run": "medprobe.api:verify_run",
     "remove_run": "medprobe.api:remove_run",
     # analysis
-    "probe": "medprobe.pipeline:probe_run",
+    "probe": "medprobe.tasks.pipeline:probe_run",
     "report": "medprobe.api:report",
     "load_report": "medprobe.api:load_report",
     "compare": "medprobe.api:compare",
     "demo": "medprobe.api:demo",
     # result types
-    "Report": "medprobe.reporting:Report",
-    "ModelResult": "medprobe.reporting:ModelResult",
-    "LayerRow": "medprobe.reporting:LayerRow",
+    "Report": "medprobe.analysis.reporting:Report",
+    "ModelResult": "medprobe.analysis.reporting:ModelResult",
+    "LayerRow": "medprobe.analysis.reporting:LayerRow",
     "FHSProfile": "medprobe.analysis.fhs:FHSProfile",
     "ModuleFHS": "medprobe.analysis.fhs:ModuleFHS",
     "Verdict": "medprobe.analysis.diagnosis:Verdict",
@@ -68,46 +65,31 @@ _API: dict[str, str] = {
     "LayerMap": "medprobe.layermap:LayerMap",
     "LoadedModel": "medprobe.adapter:LoadedModel",
     "Dataset": "medprobe.datasets.base:Dataset",
-    "Run": "medprobe.store:Run",
+    "Run": "medprobe.features.store:Run",
     "RunInfo": "medprobe.api:RunInfo",
     "PluginList": "medprobe.api:PluginList",
     "DatasetLoader": "medprobe.api:DatasetLoader",
     "MedprobeError": "medprobe.registry:MedprobeError",
 }
 
-#: API functions of optional modules (listed in __all__ only when the module is installed):
-#: the same functions the CLI commands of the same name call
-_OPTIONAL: dict[str, str] = {
-    "classify": "medprobe.classify:classify",
-    "train": "medprobe.train:train",
-    "zeroshot": "medprobe.zeroshot:zeroshot",
-    "finetune": "medprobe.lora:finetune",
-    "convert_llava_original": "medprobe.convert:convert_llava_original",
-    "llava_hf_to_original": "medprobe.convert:llava_hf_to_original",
+#: task API functions: the same functions the CLI commands of the same name call
+_API.update({
+    "classify": "medprobe.tasks.classify:classify",
+    "train": "medprobe.tasks.train:train",
+    "zeroshot": "medprobe.tasks.zeroshot:zeroshot",
+    "finetune": "medprobe.tasks.finetune:finetune",
     "load_experiment": "medprobe.grid:load_experiment",
     "run_grid": "medprobe.grid:run_grid",
     "grid_status": "medprobe.grid:grid_status",
     "grid_report": "medprobe.grid:grid_report",
-}
-_API.update(
-    {name: target for name, target in _OPTIONAL.items() if importlib.util.find_spec(target.partition(":")[0]) is not None}
-)
-
-#: older names, still resolved (not in __all__)
-_COMPAT: dict[str, str] = {
-    "load_model": "medprobe.zoo:load_model",
-    "resolve_layers": "medprobe.zoo:resolve_layers",
-}
+})
 
 __all__ = ["__version__", "hookimpl", *_API]
 
 
 def __getattr__(name: str) -> Any:
-    target = _API.get(name) or _COMPAT.get(name)
+    target = _API.get(name)
     if target is None:
-        if name in _OPTIONAL:
-            raise AttributeError(f"medprobe.{name} needs module {_OPTIONAL[name].partition(':')[0]}, "
-                                 "which this installation lacks")
         raise AttributeError(f"module 'medprobe' has no attribute {name!r}")
     module_name, _, attr = target.partition(":")
     value = getattr(importlib.import_module(module_name), attr)
@@ -117,16 +99,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
-
-
-class _Package(types.ModuleType):
-    """Keeps API functions whose names are also submodules (``extract`` ...) from being replaced
-    by the submodule when it is imported (the import system sets ``medprobe.<child>``)."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _API and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

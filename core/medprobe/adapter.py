@@ -22,7 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .cards import ModelCard
 from .layermap import LayerGroup, LayerMap, resolve_layer_map
-from .registry import MedprobeError, NotFoundError
+from .registry import MedprobeError
 
 
 class AdapterError(MedprobeError):
@@ -36,6 +36,10 @@ class LoadedModel:
     ``weights`` says honestly what the weights are: ``"tiny-random(seed=0)"``,
     ``"random-init"``, ``"hub:org/name@revision"`` or ``"local:/path"``. Everything made from a
     model whose weights start with ``tiny-random`` or ``random`` is flagged synthetic in reports.
+
+    ``adapter`` is the :class:`ModelAdapter` that made it (adapters pass ``adapter=self``;
+    :func:`medprobe.models.prepare.prepare_model` fills it in for adapters that do not): the
+    engine and the tasks call ``loaded.adapter`` and never look the family up again.
     """
 
     card: ModelCard
@@ -48,6 +52,7 @@ class LoadedModel:
     dtype: str = "float32"
     #: adapter-specific state (image size, token ids, ...)
     extra: dict[str, Any] = field(default_factory=dict)
+    adapter: "ModelAdapter | None" = field(default=None, repr=False, compare=False)
 
     @property
     def is_random(self) -> bool:
@@ -82,6 +87,17 @@ class ModelAdapter:
     #: the family's code is not in transformers/timm/open_clip (needs trust_remote_code)
     needs_remote_code: bool = False
 
+    # -- optional capabilities: declared here, never probed with getattr ----------------------
+    #: the adapter is a transformers MLLM whose LM head scores candidate answers
+    #: (``classify --mode score``: :func:`medprobe.tasks.classify.score_batch`)
+    scores_answers: bool = False
+    #: implements :meth:`encode_images` (training a classifier on the tower, zero-shot)
+    encodes_images: bool = False
+    #: implements :meth:`encode_texts` (a contrastive text tower: zero-shot)
+    has_text_tower: bool = False
+    #: implements :meth:`card_for_name` (``family:NAME`` references make an ad-hoc card)
+    names_ad_hoc_models: bool = False
+
     # -- layer map ---------------------------------------------------------------------------
     def layer_groups(self, card: ModelCard, config: Any) -> Sequence[LayerGroup]:
         """The compact layer declaration for ``card`` given its (model) config."""
@@ -104,12 +120,6 @@ class ModelAdapter:
         return None
 
     # -- model names -------------------------------------------------------------------------
-    def card_for_name(self, name: str) -> ModelCard:
-        """An ad-hoc card for ``FAMILY:NAME`` (a registry name for timm / open_clip; a hub id or a
-        local checkpoint directory for the Hugging Face families). Raises :class:`NotFoundError`
-        naming the reference when ``name`` is not one this family takes."""
-        raise NotFoundError(f"{self.family}:{name}: family '{self.family}' takes no free model names; use a card id")
-
     def matches_checkpoint(self, config: Mapping[str, Any]) -> bool:
         """Whether a local checkpoint directory whose ``config.json`` is ``config`` is of this
         family (``medprobe --model DIR`` asks every family). Default: no."""
@@ -147,5 +157,27 @@ class ModelAdapter:
         logits (call the backbone, or keep one logit position)."""
         raise NotImplementedError
 
+    # -- optional capabilities (implement the method and set its flag) -------------------------
+    def encode_images(self, loaded: LoadedModel, batch: Batch) -> Any:
+        """(B, D) pooled image embeddings of a preprocessed batch, with gradients when the model is
+        trainable (``encodes_images``)."""
+        raise NotImplementedError(f"adapter '{self.family}' does not encode images")
+
+    def encode_texts(self, loaded: LoadedModel, texts: Sequence[str]) -> Any:
+        """(T, D) text-tower embeddings of T texts (``has_text_tower``)."""
+        raise NotImplementedError(f"adapter '{self.family}' has no text tower")
+
+    def card_for_name(self, name: str) -> ModelCard:
+        """An ad-hoc card for ``family:NAME`` (``names_ad_hoc_models``): a registry name for timm /
+        open_clip (``timm:resnet50.a1_in1k``), a hub id or a local checkpoint directory for the
+        Hugging Face families (``llava:ORG/NAME``). Raises :class:`NotFoundError` naming the
+        reference when ``name`` is not one this family takes."""
+        raise NotImplementedError(f"adapter '{self.family}' takes no free model names")
+
+    def capabilities(self) -> dict[str, bool]:
+        return {"scores_answers": self.scores_answers, "encodes_images": self.encodes_images,
+                "has_text_tower": self.has_text_tower, "names_ad_hoc_models": self.names_ad_hoc_models}
+
     def describe(self) -> dict[str, Any]:
-        return {"family": self.family, "version": self.version, "needs_remote_code": self.needs_remote_code}
+        return {"family": self.family, "version": self.version, "needs_remote_code": self.needs_remote_code,
+                **self.capabilities()}

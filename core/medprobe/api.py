@@ -13,8 +13,8 @@
 
 The CLI commands (:mod:`medprobe.commands`) parse options, call these functions and print; no
 pipeline logic lives only in the CLI. Functions that are already the single implementation
-elsewhere are exported from there unchanged (``mp.extract`` is :func:`medprobe.extract.extract`,
-``mp.probe`` is :func:`medprobe.pipeline.probe_run`); see ``docs/api.md`` for the full table.
+elsewhere are exported from there unchanged (``mp.extract`` is :func:`medprobe.features.extract.extract`,
+``mp.probe`` is :func:`medprobe.tasks.pipeline.probe_run`); see ``docs/api.md`` for the full table.
 
 Importing this module imports no torch: listing cards, reading runs and reports stays light;
 loading a model or extracting features imports torch when called.
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from .registry import MedprobeError
-from .reporting import DEFAULT_FORMATS, Report
+from .analysis.reporting import DEFAULT_FORMATS, Report
 
 if TYPE_CHECKING:  # pragma: no cover
     from .adapter import LoadedModel
@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .datasets import Dataset
     from .layermap import LayerMap
     from .plugins import PluginError, PluginInfo
-    from .store import Run
+    from .features.store import Run
 
 #: the default root of run directories (``medprobe cache``): $MEDPROBE_CACHE_DIR, else ./runs
 CACHE_ENV = "MEDPROBE_CACHE_DIR"
@@ -81,7 +81,7 @@ def list_models(kind: str | None = None, family: str | None = None, pattern: str
     wildcards allowed (``"qwen*"``); ``pattern``: wildcard on id, title, alias or hub id."""
     if kind is not None and kind not in ("mllm", "baseline"):
         raise MedprobeError(f"kind must be 'mllm' or 'baseline', got {kind!r}")
-    from .zoo import list_cards
+    from .models.zoo import list_cards
 
     return list_cards(kind=kind, family=family, pattern=pattern)
 
@@ -89,7 +89,7 @@ def list_models(kind: str | None = None, family: str | None = None, pattern: str
 def get_card(ref: str) -> "ModelCard":
     """The card of ``ref``: a card id, an alias or ``family:NAME`` (``medprobe models show``).
     Unknown names raise :class:`~medprobe.registry.NotFoundError` listing close matches."""
-    from .zoo import get_card as _get_card
+    from .models.zoo import get_card as _get_card
 
     return _get_card(ref)
 
@@ -103,7 +103,7 @@ def layer_map(ref: str, *, tiny: bool = False, select: str | Sequence[str] | Non
     ``select``: layer patterns (``"vision.*,connector"``) -- the returned map keeps only those
     layers, in model order.
     """
-    from .zoo import get_adapter, resolve_layers
+    from .models.zoo import get_adapter, resolve_layers
 
     card = get_card(ref)
     if tiny or get_adapter(card.family).needs_remote_code:
@@ -138,15 +138,9 @@ def load(
             (hub id or local directory), ``revision``, ``weights`` (local file, baselines),
             ``random_init``, ``trust_remote_code`` (never implied), ``device_map`` ...
     """
-    from .runtime import resolve_device, resolve_dtype, torch_dtype
-    from .zoo import load_model
+    from .models.prepare import prepare_model
 
-    dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
-    loaded = load_model(ref, tiny=tiny, seed=seed, device=dev, dtype=dt, **load_options)
-    if tiny:
-        loaded.model.to(device=dev, dtype=torch_dtype(dt))
-        loaded.device, loaded.dtype = dev, dt
+    loaded, _device, _dtype = prepare_model(ref, tiny=tiny, device=device, dtype=dtype, seed=seed, **load_options)
     return loaded
 
 
@@ -219,14 +213,14 @@ class RunInfo:
 
 
 def open_run(path: str | Path) -> "Run":
-    """Open a run directory written by :func:`extract` (:class:`~medprobe.store.Run`)."""
-    from .store import Run
+    """Open a run directory written by :func:`extract` (:class:`~medprobe.features.store.Run`)."""
+    from .features.store import Run
 
     return Run.open(path)
 
 
 def _run(run: "Run | str | Path") -> "Run":
-    from .store import Run
+    from .features.store import Run
 
     return run if isinstance(run, Run) else Run.open(run)
 
@@ -234,7 +228,7 @@ def _run(run: "Run | str | Path") -> "Run":
 def list_runs(root: str | Path | None = None) -> list["Run"]:
     """Every run directory directly below ``root`` (default :func:`default_cache_root`),
     sorted by name (``medprobe cache ls``)."""
-    from .store import list_runs as _list_runs
+    from .features.store import list_runs as _list_runs
 
     return _list_runs(root if root is not None else default_cache_root())
 
@@ -299,8 +293,8 @@ def report(
     (``formats``) into -- nothing is written without it. Runs on different datasets or splits
     cannot share a report (:class:`~medprobe.registry.MedprobeError`).
     """
-    from .pipeline import report_runs
-    from .store import Run
+    from .tasks.pipeline import report_runs
+    from .features.store import Run
 
     items = [runs] if isinstance(runs, (str, Path, Run)) else list(runs)
     data = report_runs(items, out, baseline=baseline, probes=probe, seed=seed, formats=formats, title=title)
@@ -342,7 +336,7 @@ def compare(
     pipeline check, flagged synthetic). ``classify``: how MLLMs answer for ``P_final``
     (``"score"``, ``"generate"``, or ``None`` to skip). ``load_options`` go to every model's loader.
     """
-    from .pipeline import compare as _compare
+    from .tasks.pipeline import compare as _compare
 
     refs = _split_models(models)
     data = _compare(refs, dataset, out, tiny=tiny, probes=probe, layers=layers, readouts=readouts,
@@ -359,11 +353,11 @@ def demo(
     progress: bool | None = None,
 ) -> Report:
     """The offline demo (``medprobe demo``): tiny random models of three MLLM families and two
-    baselines (:data:`medprobe.pipeline.DEMO_MODELS`) on the embedded synthetic dataset
-    (default :data:`medprobe.pipeline.DEMO_DATASET`; pass a smaller ``synthetic:lesions?n=...``
+    baselines (:data:`medprobe.tasks.pipeline.DEMO_MODELS`) on the embedded synthetic dataset
+    (default :data:`medprobe.tasks.pipeline.DEMO_DATASET`; pass a smaller ``synthetic:lesions?n=...``
     for a quicker run). Every number is synthetic: it checks the pipeline, not a medical finding.
     """
-    from .pipeline import demo as _demo
+    from .tasks.pipeline import demo as _demo
 
     data = _demo(out, probes=probe, dataset=dataset, progress=progress)
     return Report.from_dict(data, path=Path(out) / "report.json")

@@ -25,7 +25,6 @@ BUILTIN_COMMANDS: dict[str, str] = {
     "report": "medprobe.commands.analyze:report",
     "compare": "medprobe.commands.analyze:compare",
     "demo": "medprobe.commands.analyze:demo",
-    "convert": "medprobe.commands.convert:convert",
     "finetune": "medprobe.commands.finetune:finetune",
     "train": "medprobe.commands.train:train",
     "zeroshot": "medprobe.commands.zeroshot:zeroshot",

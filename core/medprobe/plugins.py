@@ -29,7 +29,7 @@ import importlib.metadata as importlib_metadata
 import os
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 import pluggy
 
@@ -276,4 +276,3 @@ def register_commands(cli: Any) -> list[PluginError]:
     return errors
 
 
-LazyFactory = Callable[..., Any] | str

@@ -101,7 +101,7 @@ def check_card(card: Any) -> list[str]:
 
 def check_model(ref: str, capture: bool = True, seed: int = 0) -> ConformanceReport:
     """Run every conformance check on one model reference; never raises for a failed check."""
-    from .zoo import get_adapter, get_card, resolve_layers
+    from .models.zoo import get_adapter, get_card, resolve_layers
 
     report = ConformanceReport(ref)
     try:
@@ -127,9 +127,9 @@ def check_model(ref: str, capture: bool = True, seed: int = 0) -> ConformanceRep
     report.problems += check_layer_map(lmap)
     if not capture or loaded is None or report.problems:
         return report
-    from .capture import Capture
+    from .features.capture import Capture
     from .prompts import classification_question
-    from .readouts import DEFAULT_READOUTS, applicable
+    from .features.readouts import DEFAULT_READOUTS, applicable
 
     try:
         images = synthetic_images(2)

@@ -29,8 +29,8 @@ from transformers import Gemma3Config, Gemma3ImageProcessor, Gemma3Processor, Ge
 
 from medprobe.adapter import LoadedModel
 from medprobe.cards import ModelCard
-from medprobe.hf.stock import StockMLLMAdapter, adds_special_tokens, config_int
-from medprobe.hf.tokenizer import build_word_tokenizer
+from medprobe.models.hf.stock import StockMLLMAdapter, adds_special_tokens, config_int
+from medprobe.models.hf.tokenizer import build_word_tokenizer
 from medprobe.layermap import LayerGroup
 
 VISION_LAYERS = (

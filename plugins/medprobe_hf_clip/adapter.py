@@ -42,8 +42,8 @@ import transformers
 
 from medprobe.adapter import AdapterError, Batch, LoadedModel, ModelAdapter
 from medprobe.cards import ModelCard
-from medprobe.hf.loading import adhoc_card, architectures_of, model_device, pretrained_source
-from medprobe.hf.tiny import seeded, tiny_resolved_against, tiny_weights
+from medprobe.models.hf.loading import adhoc_card, architectures_of, model_device, pretrained_source
+from medprobe.models.hf.tiny import seeded, tiny_resolved_against, tiny_weights
 from medprobe.layermap import LayerGroup, LayerMap
 from medprobe.runtime import torch_dtype
 
@@ -97,6 +97,9 @@ class HFClipAdapter(ModelAdapter):
     """transformers CLIP / SigLIP vision towers; see the module docstring."""
 
     family = "hf_clip"
+    names_ad_hoc_models = True
+    encodes_images = True
+    has_text_tower = True
     version = "1"
 
     def kind(self, card: ModelCard) -> _Family:
@@ -178,6 +181,7 @@ class HFClipAdapter(ModelAdapter):
         lmap = self.layer_map(card, model, config, resolved_against=tiny_resolved_against(f"{fam.model} ({source})", seed))
         lmap = LayerMap(lmap.model, lmap.layers, lmap.resolved_against, (f"vision depth and patch size from {source}",) + lmap.notes)
         return LoadedModel(
+            adapter=self,
             card=card, model=model, layer_map=lmap, processor=processor, config=config,
             weights=tiny_weights(seed), device="cpu", dtype="float32",
             extra={"image_size": (side, side), "config_source": source},
@@ -239,6 +243,7 @@ class HFClipAdapter(ModelAdapter):
         if options:
             extra["ignored_options"] = sorted(options)
         return LoadedModel(
+            adapter=self,
             card=card, model=model, layer_map=lmap, processor=processor, config=model.config,
             weights=label, device=model_device(model), dtype=src.dtype_name, extra=extra,
         )

@@ -40,9 +40,9 @@ from PIL import Image
 
 from medprobe.adapter import AdapterError, Batch, LoadedModel, ModelAdapter
 from medprobe.cards import ModelCard
-from medprobe.hf.loading import adhoc_card, architectures_of, model_device, pretrained_source, read_config_dict
-from medprobe.hf.prompting import DEFAULT_QUESTION, render_prompt
-from medprobe.hf.roles import token_roles
+from medprobe.models.hf.loading import adhoc_card, architectures_of, model_device, pretrained_source, read_config_dict
+from medprobe.models.hf.prompting import DEFAULT_QUESTION, render_prompt
+from medprobe.models.hf.roles import token_roles
 from medprobe.layermap import LayerGroup
 from medprobe.runtime import resolve_device
 
@@ -79,6 +79,7 @@ def variant_of(card: ModelCard) -> str:
 
 class HuluMedAdapter(ModelAdapter):
     family = "hulumed"
+    names_ad_hoc_models = True
     needs_remote_code = True
 
     # -- model names ---------------------------------------------------------------------------
@@ -184,6 +185,7 @@ class HuluMedAdapter(ModelAdapter):
         )
         side = int(options.get("image_size") or card.setting("image_size") or DEFAULT_IMAGE_SIZE)
         return LoadedModel(
+            adapter=self,
             card=card,
             model=model,
             layer_map=layer_map,

@@ -31,9 +31,9 @@ from transformers import CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, Llav
 
 from medprobe.adapter import AdapterError
 from medprobe.cards import ModelCard
-from medprobe.hf.loading import PretrainedSource
-from medprobe.hf.stock import StockMLLMAdapter, config_int
-from medprobe.hf.tokenizer import build_word_tokenizer
+from medprobe.models.hf.loading import PretrainedSource
+from medprobe.models.hf.stock import StockMLLMAdapter, config_int
+from medprobe.models.hf.tokenizer import build_word_tokenizer
 from medprobe.layermap import LayerGroup
 
 VISION_LAYERS = (

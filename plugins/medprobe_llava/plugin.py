@@ -1,4 +1,4 @@
-"""Registers the ``llava`` adapter (lazy; imports no torch)."""
+"""Registers the ``llava`` adapter (lazy; imports no torch) and the ``medprobe convert`` command."""
 
 from __future__ import annotations
 
@@ -12,3 +12,11 @@ def register_adapters(register):
         "medprobe_llava.adapter:LlavaAdapter",
         "LLaVA (LlavaForConditionalGeneration; Llama/Mistral/Qwen2 text): CLIP -> MLP projector -> LLM",
     )
+
+
+@hookimpl
+def register_commands(cli):
+    # click only: the conversion code (and torch) is imported when the command runs
+    from .commands import convert
+
+    cli.add_command(convert)

@@ -52,14 +52,12 @@ from open_clip.transformer import VisionTransformer
 
 from medprobe.adapter import AdapterError, Batch, LoadedModel, ModelAdapter
 from medprobe.cards import ModelCard
-from medprobe.hf.loading import hub_access, looks_like_path, missing_directory_error
-from medprobe.hf.tiny import seeded, tiny_resolved_against, tiny_weights
+from medprobe.models.hf.loading import hub_access, looks_like_path, missing_directory_error
+from medprobe.models.hf.tiny import seeded, tiny_resolved_against, tiny_weights
 from medprobe.layermap import LayerGroup, LayerMap, resolve_layer_map
 from medprobe.registry import NotFoundError
 from medprobe.runtime import resolve_dtype, torch_dtype
-from medprobe_timm.adapter import rgb_image
-from medprobe_timm.layers import plan_timm_layers, probe_forward, with_stage_indices
-from medprobe_timm.weights import find_weight_file
+from medprobe_timm.api import find_weight_file, plan_timm_layers, probe_forward, rgb_image, with_stage_indices
 
 FIX_HINT = "pass --weights PATH (an open_clip checkpoint file, or a folder with open_clip_config.json) or --random-init"
 #: model configs of hub-hosted open_clip models, for tiny builds when the hub config is not cached.
@@ -90,6 +88,9 @@ class OpenClipAdapter(ModelAdapter):
     """open_clip image towers; see the module docstring."""
 
     family = "open_clip"
+    encodes_images = True
+    has_text_tower = True
+    names_ad_hoc_models = True
     version = "1"
 
     # -- names and cards ---------------------------------------------------------------------
@@ -252,6 +253,7 @@ class OpenClipAdapter(ModelAdapter):
         lmap = self.layer_map(card, model, resolved_against=resolved_against)
         pp = PreprocessCfg(**model.visual.preprocess_cfg)
         return LoadedModel(
+            adapter=self,
             card=card,
             model=model,
             layer_map=lmap,

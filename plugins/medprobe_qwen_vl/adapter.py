@@ -41,8 +41,8 @@ from transformers.image_utils import SizeDict
 
 from medprobe.adapter import AdapterError, LoadedModel
 from medprobe.cards import ModelCard
-from medprobe.hf.stock import StockMLLMAdapter
-from medprobe.hf.tokenizer import build_word_tokenizer
+from medprobe.models.hf.stock import StockMLLMAdapter
+from medprobe.models.hf.tokenizer import build_word_tokenizer
 from medprobe.layermap import LayerGroup
 
 VISION_BLOCKS = ("model.visual.blocks", "visual.blocks")

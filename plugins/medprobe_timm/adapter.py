@@ -34,8 +34,8 @@ from timm.models import get_pretrained_cfg, split_model_name_tag
 
 from medprobe.adapter import AdapterError, Batch, LoadedModel, ModelAdapter
 from medprobe.cards import ModelCard
-from medprobe.hf.loading import hub_access, looks_like_path, missing_directory_error
-from medprobe.hf.tiny import seeded, tiny_resolved_against, tiny_weights
+from medprobe.models.hf.loading import hub_access, looks_like_path, missing_directory_error
+from medprobe.models.hf.tiny import seeded, tiny_resolved_against, tiny_weights
 from medprobe.layermap import LayerGroup, LayerMap
 from medprobe.registry import NotFoundError
 from medprobe.runtime import resolve_dtype, torch_dtype
@@ -62,6 +62,8 @@ class TimmAdapter(ModelAdapter):
     """timm image classifiers; see the module docstring."""
 
     family = "timm"
+    encodes_images = True
+    names_ad_hoc_models = True
     version = "1"
     #: side of the square input tiny models try first
     tiny_image_size = 64
@@ -163,6 +165,7 @@ class TimmAdapter(ModelAdapter):
         transform = create_transform(**data_cfg, is_training=False)
         head = next((s.path for s in lmap if s.stage == "head"), None)
         return LoadedModel(
+            adapter=self,
             card=card,
             model=model,
             layer_map=lmap,

@@ -52,11 +52,11 @@ def test_every_public_name_resolves_and_has_a_docstring():
 
 
 def test_api_functions_are_not_replaced_by_same_named_submodules():
-    extract_module = importlib.import_module("medprobe.extract")
-    importlib.import_module("medprobe.pipeline")
+    extract_module = importlib.import_module("medprobe.features.extract")
+    importlib.import_module("medprobe.tasks.pipeline")
     assert mp.extract is extract_module.extract and callable(mp.extract)
-    assert mp.probe is sys.modules["medprobe.pipeline"].probe_run
-    from medprobe.extract import plan_extract  # the module itself stays importable
+    assert mp.probe is sys.modules["medprobe.tasks.pipeline"].probe_run
+    from medprobe.features.plan import plan_extract  # the module itself stays importable
 
     assert callable(plan_extract)
 

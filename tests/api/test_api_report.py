@@ -13,7 +13,7 @@ from medprobe.analysis.diagnosis import MODES, Verdict
 from medprobe.analysis.exporters import CSV_COLUMNS
 from medprobe.analysis.fhs import FHSProfile
 from medprobe.registry import MedprobeError
-from medprobe.reporting import LayerRow, ModelResult, ReportLookupError
+from medprobe.analysis.reporting import LayerRow, ModelResult, ReportLookupError
 
 
 def test_report_wraps_the_dict_the_cli_serialises(api_report):

@@ -31,7 +31,7 @@ def test_families_register_lazily():
 
 
 def test_adapters_resolve():
-    from medprobe.zoo import get_adapter
+    from medprobe.models.zoo import get_adapter
 
     for family, factory in FAMILIES.items():
         adapter = get_adapter(family)

@@ -144,7 +144,8 @@ def test_forward_runs_the_feature_path_only():
 
 def test_adhoc_card_from_a_timm_name():
     from medprobe.registry import NotFoundError
-    from medprobe.zoo import get_card, load_model
+    from medprobe.models.zoo import get_card
+    from medprobe.models.prepare import load_model
 
     card = get_card("timm:resnet18")
     assert (card.family, card.kind, card.architecture, card.setting("timm_name")) == ("timm", "baseline", "resnet18", "resnet18")

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from medprobe.adapter import LoadedModel
-from medprobe.zoo import load_model
+from medprobe.models.prepare import load_model
 
 #: one card per stock family (LLaVA with a Mistral text model and with a BOS-less Qwen2 one)
 FAMILY_CARDS = ("medvlm-r1-2b", "lingshu-7b", "medgemma-4b", "llava-med-v1.5", "huatuogpt-vision-7b-original")

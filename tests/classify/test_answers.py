@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from medprobe.answers import AMBIGUOUS, UNPARSED, AnswerError, AnswerParser, SYNONYMS, class_words, parse_answer
+from medprobe.tasks.answers import AMBIGUOUS, UNPARSED, AnswerError, AnswerParser, SYNONYMS, class_words, parse_answer
 
 BUSI = ["benign", "malignant", "normal"]
 CXR = ["NORMAL", "PNEUMONIA"]

@@ -10,8 +10,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from medprobe.answers import parse_answer
-from medprobe.classify import (
+from medprobe.tasks.answers import parse_answer
+from medprobe.tasks.classify import (
     FORMAT,
     ClassifyError,
     ClassifyRun,
@@ -24,11 +24,12 @@ from medprobe.classify import (
 )
 from medprobe.cli import cli
 from medprobe.datasets import open_dataset
-from medprobe.extract import extract
-from medprobe.hf.prompting import render_prompt
+from medprobe.features.extract import extract
+from medprobe.models.hf.prompting import render_prompt
 from medprobe.prompts import classification_question
 from medprobe.testing import synthetic_images
-from medprobe.zoo import get_adapter, list_cards, load_model
+from medprobe.models.zoo import get_adapter, list_cards
+from medprobe.models.prepare import load_model
 
 from ._common import DATA, FAMILY_CARDS, accuracy_from_answers, read_answers, tiny_model
 

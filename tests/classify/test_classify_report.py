@@ -9,10 +9,10 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from medprobe import pipeline
-from medprobe.classify import ClassifyRun, classify
+from medprobe.tasks import pipeline
+from medprobe.tasks.classify import ClassifyRun, classify
 from medprobe.cli import cli
-from medprobe.extract import extract
+from medprobe.features.extract import extract
 from medprobe.registry import MedprobeError
 
 from ._common import tiny_model
@@ -112,7 +112,7 @@ def test_report_cli_accepts_classify_runs(runs, tmp_path):
 def test_lora_adapter_is_part_of_the_key_and_the_pairing(runs, tmp_path):
     """The paper's before/after condition: answers with a LoRA adapter are another run, and pair
     only with features extracted with the same adapter."""
-    from medprobe.lora import LoraSettings, finetune
+    from medprobe.tasks.finetune import LoraSettings, finetune
 
     _, feats, answers = runs
     finetune(MODEL, DATA, tmp_path / "lora", tiny=True, device="cpu",

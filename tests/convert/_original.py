@@ -1,7 +1,7 @@
 """Tiny original LLaVA-code checkpoints, written the way the authors' code saves them.
 
 The weights come from the ``llava`` adapter's seeded tiny llava-hf model; this file renames them
-to the original key layout by hand (independently of ``medprobe.convert``), removes the
+to the original key layout by hand (independently of ``medprobe_llava.convert``), removes the
 ``<image>`` row from the vocabulary (the original code marks images with -200 and has no such
 token), and writes an original-style ``config.json``, tokenizer and a HuatuoGPT-style bundled
 ``vit/`` tower config.
@@ -22,8 +22,8 @@ from transformers import CLIPVisionConfig
 
 from medprobe.adapter import LoadedModel
 from medprobe.cards import ModelCard
-from medprobe.hf.tokenizer import build_word_tokenizer
-from medprobe.zoo import get_adapter
+from medprobe.models.hf.tokenizer import build_word_tokenizer
+from medprobe.models.zoo import get_adapter
 
 #: original model_type -> (tiny llava-hf card text type, architectures entry)
 ORIGINAL = {

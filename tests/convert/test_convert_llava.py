@@ -11,8 +11,8 @@ from transformers import CLIPVisionConfig, LlavaForConditionalGeneration
 
 from medprobe.adapter import AdapterError
 from medprobe.cli import main
-from medprobe.convert import ConversionError, convert_llava_original, llava_hf_to_original
-from medprobe.zoo import get_adapter, get_card
+from medprobe_llava.convert import ConversionError, convert_llava_original, llava_hf_to_original
+from medprobe.models.zoo import get_adapter, get_card
 
 from ._original import ORIGINAL, TEXT, TOWER, card, images, original_name, tiny_hf, write_original
 

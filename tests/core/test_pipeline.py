@@ -7,9 +7,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from medprobe import pipeline
+from medprobe.tasks import pipeline
 from medprobe.cli import cli
-from medprobe.extract import extract
+from medprobe.features.extract import extract
 from medprobe.registry import MedprobeError
 
 DATA = "synthetic:lesions?n=60&size=32"

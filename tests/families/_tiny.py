@@ -12,7 +12,7 @@ from PIL import Image
 
 from medprobe.adapter import LoadedModel, ModelAdapter
 from medprobe.cards import ModelCard
-from medprobe.zoo import get_adapter
+from medprobe.models.zoo import get_adapter
 
 #: test case -> tiny card (the settings the zoo cards use)
 CARDS: dict[str, ModelCard] = {

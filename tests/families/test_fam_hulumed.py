@@ -24,7 +24,7 @@ def card(size: str, **settings) -> ModelCard:
 
 
 def adapter():
-    from medprobe.zoo import get_adapter
+    from medprobe.models.zoo import get_adapter
 
     return get_adapter("hulumed")
 
@@ -54,7 +54,7 @@ def test_recorded_listing_validates(size):
 
 
 def test_zoo_style_resolution_uses_the_listing():
-    """What ``medprobe.zoo.resolve_layers`` does for families that need remote code."""
+    """What ``medprobe.models.zoo.resolve_layers`` does for families that need remote code."""
     a = adapter()
     assert a.needs_remote_code
     names, config, source = a.recorded_listing(card("7b"))

@@ -133,8 +133,8 @@ def test_card_architecture_and_options_are_checked(tmp_path):
 def test_hub_source_label_and_offline_flag(monkeypatch, tmp_path):
     from huggingface_hub import constants
 
-    from medprobe.hf import loading
-    from medprobe.hf.loading import pretrained_source
+    from medprobe.models.hf import loading
+    from medprobe.models.hf.loading import pretrained_source
 
     card = ModelCard(id="c", kind="mllm", family="gemma3", hub_id="google/medgemma-4b-it", revision="abc123")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)

@@ -37,7 +37,7 @@ def test_entry_points_register_the_five_families(monkeypatch):
 @pytest.mark.parametrize(
     "module",
     ["medprobe_qwen_vl.plugin", "medprobe_gemma3.plugin", "medprobe_llava.plugin", "medprobe_hulumed.plugin",
-     "medprobe.hf", "medprobe_hulumed.listing"],
+     "medprobe.models.hf", "medprobe_hulumed.listing"],
 )
 def test_plugin_modules_import_no_torch(module):
     code = (

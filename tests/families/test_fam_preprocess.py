@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from medprobe.adapter import AdapterError
-from medprobe.hf.roles import token_roles
+from medprobe.models.hf.roles import token_roles
 
 from ._tiny import CARDS, CASES, QUESTION, QWEN_CASES, adapter_for, hooked, images, tiny
 

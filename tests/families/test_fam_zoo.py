@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from medprobe.zoo import get_adapter, list_cards, resolve_layers
+from medprobe.models.zoo import get_adapter, list_cards, resolve_layers
 
 from ._tiny import QUESTION, images
 

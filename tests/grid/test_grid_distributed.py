@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medprobe.distributed import DistributedError
-from medprobe.extract import extract
-from medprobe.store import Run
+from medprobe.features.distributed import DistributedError
+from medprobe.features.extract import extract
+from medprobe.features.store import Run
 
 DATA = "synthetic:lesions?n=40&size=32"
 VENV_BIN = Path(sys.executable).parent
@@ -85,7 +85,7 @@ def test_torchrun_two_processes_equal_one(tmp_path):
 GLOO_SCRIPT = """
 import sys
 import torch.distributed as dist
-from medprobe.extract import extract
+from medprobe.features.extract import extract
 out, mode = sys.argv[1], sys.argv[2]
 kw = dict(tiny=True, batch_size=4, device="cpu", dtype="fp32", progress=False)
 if mode == "single":

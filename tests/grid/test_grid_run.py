@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from medprobe.cli import cli
-from medprobe.extract import extract
+from medprobe.features.extract import extract
 from medprobe.grid import expand_jobs, grid_report, grid_status, load_experiment, run_grid
-from medprobe.store import Run
+from medprobe.features.store import Run
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "examples" / "tiny-study.toml"
@@ -200,7 +200,7 @@ batch_size = 8
 
 
 def test_real_weight_job_is_keyed_at_load_and_never_reloaded(tmp_path):
-    from medprobe.zoo import get_adapter, get_card
+    from medprobe.models.zoo import get_adapter, get_card
 
     card = get_card("medgemma-4b")
     get_adapter(card.family).save_tiny_checkpoint(card, tmp_path / "ckpt")

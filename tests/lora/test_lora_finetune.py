@@ -11,11 +11,12 @@ from safetensors.torch import load_file
 
 from medprobe.cli import main
 from medprobe.datasets import open_dataset
-from medprobe.lora import (
-    ADAPTER_WEIGHTS, LoraError, LoraSettings, apply_adapter, answer_ids, finetune, with_answers,
+from medprobe.models.lora import ADAPTER_WEIGHTS, LoraError, apply_lora
+from medprobe.tasks.finetune import (
+    LoraSettings, answer_ids, finetune, with_answers,
 )
-from medprobe.store import Run, sha256_file
-from medprobe.zoo import load_model
+from medprobe.features.store import Run, sha256_file
+from medprobe.models.prepare import load_model
 
 DATASET = "synthetic:lesions?n=24&size=32"
 MODEL = "llava-1.5-7b"
@@ -57,7 +58,7 @@ def test_finetune_lowers_the_answer_loss_and_records_the_run(trained):
 def test_adapter_reloads_with_its_trained_weights_on_the_same_layer_paths(trained):
     base = load_model(MODEL, tiny=True)
     paths = [s.path for s in base.layer_map]
-    adapted = apply_adapter(base, trained)
+    adapted = apply_lora(base, trained)
     assert [s.path for s in adapted.layer_map] == paths
     modules = dict(adapted.model.named_modules())
     assert all(p in modules for p in paths)
@@ -72,9 +73,9 @@ def test_adapter_reloads_with_its_trained_weights_on_the_same_layer_paths(traine
     assert any(v.abs().sum() > 0 for k, v in saved.items() if "lora_B" in k)  # B moved off its zero init
 
     with pytest.raises(LoraError, match="already carries adapter"):
-        apply_adapter(adapted, trained)
+        apply_lora(adapted, trained)
     with pytest.raises(LoraError, match=r"trained for model 'llava-1.5-7b', not 'llava-med-v1.5'"):
-        apply_adapter(load_model("llava-med-v1.5", tiny=True), trained)
+        apply_lora(load_model("llava-med-v1.5", tiny=True), trained)
 
 
 def test_extract_with_the_adapter_changes_llm_features_and_the_run_key(trained, tmp_path, capsys):
@@ -129,7 +130,7 @@ def test_answer_tokens_follow_the_prompt_and_end_with_eos():
 
 
 def _stock_mllm_cards() -> list[str]:
-    from medprobe.zoo import list_cards
+    from medprobe.models.zoo import list_cards
 
     return [c.id for c in list_cards(kind="mllm") if c.family in ("llava", "qwen2_vl", "qwen2_5_vl", "gemma3")]
 
@@ -141,7 +142,7 @@ def test_finetune_runs_on_every_stock_family(card_id, tmp_path):
                       settings=LoraSettings(max_steps=1, batch_size=2, lr=1e-2))
     assert result.record["steps"] == 1 and np.isfinite(result.losses[0])
     assert result.record["hyperparameters"]["trainable_parameters"] > 0
-    adapted = apply_adapter(load_model(card_id, tiny=True), tmp_path / "a")
+    adapted = apply_lora(load_model(card_id, tiny=True), tmp_path / "a")
     assert adapted.extra["adapter_lora"]["trained_on"]["id"] == card_id
 
 

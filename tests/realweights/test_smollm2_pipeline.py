@@ -42,7 +42,7 @@ def _cli(*args: str) -> str:
 
 @pytest.fixture(scope="module")
 def loaded(checkpoint):
-    from medprobe.zoo import load_model
+    from medprobe.models.prepare import load_model
 
     return load_model(str(checkpoint), device="cpu")
 
@@ -56,7 +56,7 @@ def work(tmp_path_factory):
 def base_run(checkpoint, work):
     out = _cli("extract", "--model", str(checkpoint), "--dataset", DATASET, "--out", str(work / "runs"),
                "--device", "cpu", "--batch-size", "8", "--readout", "image-mean,last-token", "--json")
-    from medprobe.store import Run
+    from medprobe.features.store import Run
 
     return Run.open(json.loads(out)["run"])
 
@@ -107,9 +107,7 @@ def test_directory_resolves_to_llava_and_keeps_the_real_llm(checkpoint, loaded, 
 
 
 def test_prompt_uses_the_text_only_chat_template(loaded):
-    from medprobe.zoo import get_adapter
-
-    adapter = get_adapter("llava")
+    adapter = loaded.adapter
     batch = adapter.preprocess(loaded, _blank(2), "Is this normal?")
     text = loaded.processor.tokenizer.decode(batch.inputs["input_ids"][0])
     assert text.startswith("<|im_start|>system\n") and text.endswith("<|im_start|>assistant\n")
@@ -126,9 +124,7 @@ def _blank(n: int) -> list:
 
 # -- extract: oracle-equal to output_hidden_states ---------------------------------------------
 def test_extract_equals_output_hidden_states(base_run, loaded):
-    from medprobe.zoo import get_adapter
-
-    adapter = get_adapter("llava")
+    adapter = loaded.adapter
     manifest = base_run.manifest
     assert manifest["model"]["weights"] == loaded.weights and manifest["synthetic"]
     assert manifest["synthetic_reasons"] == [f"synthetic dataset ({manifest['dataset']['spec']})"]
@@ -159,8 +155,7 @@ def test_extract_equals_output_hidden_states(base_run, loaded):
 
 # -- classify: generate and score with the real tokenizer --------------------------------------
 def test_classify_generate_parses_real_answers(checkpoint, work, loaded):
-    from medprobe.classify import generation_config, generate_batch
-    from medprobe.zoo import get_adapter
+    from medprobe.tasks.classify import generation_config, generate_batch
 
     run_dir = _classify(checkpoint, work, "generate")
     record = json.loads((run_dir / "classify.json").read_text())
@@ -174,7 +169,7 @@ def test_classify_generate_parses_real_answers(checkpoint, work, loaded):
     assert all(r["method"] != "unparsed" and r["parsed_name"] in record["dataset"]["classes"] for r in rows if r["parsed"] is not None)
     assert record["synthetic"] and record["model"]["weights"] == loaded.weights
     # oracle: the stored answers are transformers' greedy decoding of the same prompts
-    adapter = get_adapter("llava")
+    adapter = loaded.adapter
     tok = loaded.processor.tokenizer
     config = generation_config(loaded.model, 8, tok)
     from medprobe.api import dataset
@@ -191,8 +186,7 @@ def test_classify_generate_parses_real_answers(checkpoint, work, loaded):
 
 
 def test_classify_score_equals_a_full_forward(checkpoint, work, loaded):
-    from medprobe.classify import answer_strings, answer_tokens
-    from medprobe.zoo import get_adapter
+    from medprobe.tasks.classify import answer_strings, answer_tokens
 
     run_dir = _classify(checkpoint, work, "score")
     record = json.loads((run_dir / "classify.json").read_text())
@@ -203,7 +197,7 @@ def test_classify_score_equals_a_full_forward(checkpoint, work, loaded):
     tokens = answer_tokens(tok, record["prompt"], answer_strings(classes))
     assert record["answers"]["tokens"] == tokens  # the real BPE splits of the class names, as stored
     assert all(len(t) >= 1 for t in tokens) and max(len(t) for t in tokens) > 1  # multi-token answers
-    adapter = get_adapter("llava")
+    adapter = loaded.adapter
     from medprobe.api import dataset
 
     ds = dataset(record["dataset"]["spec"])
@@ -233,7 +227,7 @@ def test_finetune_extract_with_adapter_probe_report(checkpoint, work, base_run):
     out = _cli("extract", "--model", str(checkpoint), "--dataset", DATASET, "--out", str(work / "runs-lora"),
                "--device", "cpu", "--adapter", str(lora), "--layers", "llm.00,llm.29", "--readout", "last-token",
                "--json")
-    from medprobe.store import Run
+    from medprobe.features.store import Run
 
     tuned = Run.open(json.loads(out)["run"])
     assert tuned.manifest["model"]["adapter_lora"], "the run must record the adapter it was made with"

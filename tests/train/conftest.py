@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from medprobe.cli import cli
-from medprobe.train import train
-from medprobe.training.record import TrainRun
+from medprobe.tasks.train import train
+from medprobe.tasks.training.record import TrainRun
 
 DATA = "synthetic:lesions?n=60&size=64"
 

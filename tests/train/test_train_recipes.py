@@ -12,12 +12,13 @@ from safetensors.torch import load_file
 
 from medprobe.cli import cli
 from medprobe.datasets import open_dataset
-from medprobe.pipeline import probe_run, report_runs
+from medprobe.tasks.pipeline import probe_run, report_runs
 from medprobe.registry import MedprobeError
-from medprobe.store import Run
-from medprobe.train import train
-from medprobe.training.record import TRAIN_FORMAT, TrainError
-from medprobe.zoo import get_adapter, load_model
+from medprobe.features.store import Run
+from medprobe.tasks.train import train
+from medprobe.tasks.training.record import TRAIN_FORMAT, TrainError
+from medprobe.models.zoo import get_adapter
+from medprobe.models.prepare import load_model
 
 from .conftest import DATA
 

@@ -10,9 +10,9 @@ from safetensors.torch import save_file
 
 from medprobe.adapter import AdapterError
 from medprobe.cli import cli
-from medprobe.train import train
-from medprobe.training.record import TrainRun
-from medprobe.zoo import load_model
+from medprobe.tasks.train import train
+from medprobe.tasks.training.record import TrainRun
+from medprobe.models.prepare import load_model
 
 from .conftest import DATA
 

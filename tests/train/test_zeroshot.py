@@ -12,10 +12,10 @@ from click.testing import CliRunner
 
 from medprobe.cli import cli
 from medprobe.datasets import open_dataset
-from medprobe.extract import extract
-from medprobe.pipeline import probe_run, report_runs
+from medprobe.features.extract import extract
+from medprobe.tasks.pipeline import probe_run, report_runs
 from medprobe.registry import MedprobeError
-from medprobe.zeroshot import (
+from medprobe.tasks.zeroshot import (
     DEFAULT_TEMPLATES,
     ZEROSHOT_FORMAT,
     ZeroShotError,
@@ -24,7 +24,8 @@ from medprobe.zeroshot import (
     zeroshot,
     zeroshot_scores,
 )
-from medprobe.zoo import get_adapter, load_model
+from medprobe.models.zoo import get_adapter
+from medprobe.models.prepare import load_model
 
 from .conftest import DATA
 

@@ -22,7 +22,7 @@ from click.testing import CliRunner
 import medprobe_zoo
 from medprobe.cards import CardError, ModelCard, load_card_file
 from medprobe.plugins import discover, get_plugins, set_plugins
-from medprobe.zoo import get_card, list_cards
+from medprobe.models.zoo import get_card, list_cards
 from medprobe_zoo.plugin import all_cards
 
 FIELDS = {f.name for f in dataclasses.fields(ModelCard)}

@@ -9,9 +9,10 @@ import time
 import pytest
 
 from medprobe.adapter import AdapterError
-from medprobe.hf import loading
+from medprobe.models.hf import loading
+from medprobe.models.prepare import load_model
+from medprobe.models.zoo import get_adapter, get_card
 from medprobe.registry import NotFoundError
-from medprobe.zoo import get_adapter, get_card, load_model
 
 
 @pytest.fixture

@@ -270,7 +270,7 @@ def build_report(
     ``primary_probe`` (default ``linear`` if present, else the first probe found) is the probe the
     summaries lead with; every probe gets its own rows, FHS and diagnosis. ``extra`` is stored
     under ``"extra"`` (e.g. the command line that made the report). ``trained``: trained
-    classifiers (``medprobe train`` runs, as :meth:`medprobe.training.record.TrainRun.report_entry`
+    classifiers (``medprobe train`` runs, as :meth:`medprobe.tasks.training.record.TrainRun.report_entry`
     gives them), stored under ``"trained"``, one entry each.
     """
     inputs = [m if isinstance(m, ModelInput) else ModelInput.from_dict(m) for m in models]

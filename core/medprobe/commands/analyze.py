@@ -8,7 +8,7 @@ PROBE_CHOICES = click.Choice(["linear", "mlp", "all"])
 
 
 def _print_report_summary(rep, out: str | None) -> None:
-    """Print the FHS profiles of a :class:`medprobe.reporting.Report` (or its dict)."""
+    """Print the FHS profiles of a :class:`medprobe.analysis.reporting.Report` (or its dict)."""
     report = rep.data if hasattr(rep, "data") else rep
     if report.get("synthetic"):
         click.echo(f"NOTE: {report.get('banner', 'synthetic inputs')}")
@@ -30,8 +30,8 @@ def _print_report_summary(rep, out: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def probe(run, probe, seed, no_controls, force, as_json):
     """Probe every captured layer of RUN (all layers trained together, batched)."""
-    from ..pipeline import probe_dir, probe_run  # probe_run is the API's medprobe.probe
-    from ..store import Run
+    from ..tasks.pipeline import probe_dir, probe_run  # probe_run is the API's medprobe.probe
+    from ..features.store import Run
     from .output import echo_json, echo_table
 
     r = Run.open(run)
@@ -101,7 +101,7 @@ def compare(models, dataset, out, tiny, probe, layers, readouts, batch_size, lim
 def demo(out, probe, dataset):
     """Run the whole pipeline offline on the embedded synthetic dataset with tiny random models."""
     from ..api import demo as run_demo
-    from ..pipeline import DEMO_DATASET, DEMO_MODELS
+    from ..tasks.pipeline import DEMO_DATASET, DEMO_MODELS
 
     click.echo(f"demo: {', '.join(DEMO_MODELS)} (tiny random) on {dataset or DEMO_DATASET} - a pipeline check, "
                "not a medical finding")

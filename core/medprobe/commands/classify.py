@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from .options import load_options
+
 
 @click.command()
 @click.option("--model", "-m", "model", required=True, help="MLLM card id or alias (baselines are refused).")
@@ -11,12 +13,8 @@ import click
 @click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False), help="Folder holding run directories.")
 @click.option("--mode", type=click.Choice(["generate", "score"]), default="generate", show_default=True,
               help="generate: greedy answers, parsed; score: log-likelihood of each class answer (one prompt pass per image).")
-@click.option("--tiny", is_flag=True, help="Tiny random model of the card's class (offline pipeline check; not a finding).")
 @click.option("--batch-size", default=8, show_default=True, type=int)
 @click.option("--limit", default=None, type=int, help="Use a deterministic subset of N samples (the one extract uses).")
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda:N")
-@click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "fp16", "fp32"]))
-@click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--question-template", "prompt_template", default=None,
               help="Question with '{options}' where the class names go (default: medprobe's closed-set question).")
 @click.option("--max-new-tokens", default=32, show_default=True, type=int, help="generate: answer length limit.")
@@ -25,33 +23,18 @@ import click
 @click.option("--capture-last-token", is_flag=True,
               help="Also store the final-input-token features of every LLM layer from the same pass (RUN/last-token).")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Reuse a finished run with the same key.")
-@click.option("--source", default=None, help="Hub id or local directory overriding the card's hub id.")
-@click.option("--revision", default=None, help="Hub revision (branch, tag or commit).")
-@click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub (e.g. Hulu-Med).")
-@click.option("--adapter", "adapter_dir", default=None, type=click.Path(exists=True, file_okay=False),
-              help="peft LoRA adapter directory to apply (e.g. from `medprobe finetune`); part of the run key.")
-@click.option("--merge-adapter", is_flag=True, help="Merge the --adapter weights into the model instead of wrapping layers.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
-def classify(model, dataset, out, mode, tiny, batch_size, limit, device, dtype, seed, prompt_template, max_new_tokens,
-             score_normalization, capture_last_token, resume, source, revision, trust_remote_code, adapter_dir,
-             merge_adapter, as_json):
+@load_options(exclude=("weights", "random_init", "image_size"))
+def classify(model, dataset, out, mode, batch_size, limit, prompt_template, max_new_tokens, score_normalization,
+             capture_last_token, resume, as_json, load):
     """Prompted classification: answers per sample, accuracy per split, P_final = test accuracy."""
-    from ..classify import classify as run_classify
+    from ..tasks.classify import classify as run_classify
     from .output import echo_json, echo_table
 
-    if merge_adapter and adapter_dir is None:
-        raise click.UsageError("--merge-adapter needs --adapter DIR")
-    options = {}
-    for name, value in (("source", source), ("revision", revision)):
-        if value is not None:
-            options[name] = value
-    if trust_remote_code:
-        options["trust_remote_code"] = True
     run = run_classify(
-        model, dataset, out, mode=mode, tiny=tiny, batch_size=batch_size, limit=limit, device=device, dtype=dtype,
-        seed=seed, prompt_template=prompt_template, capture_last_token=capture_last_token,
-        max_new_tokens=max_new_tokens, score_normalization=score_normalization, resume=resume, adapter=adapter_dir,
-        merge_adapter=merge_adapter, **options,
+        model, dataset, out, mode=mode, batch_size=batch_size, limit=limit, prompt_template=prompt_template,
+        capture_last_token=capture_last_token, max_new_tokens=max_new_tokens, score_normalization=score_normalization,
+        resume=resume, load=load,
     )
     rec = run.record
     summary = {

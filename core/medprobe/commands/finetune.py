@@ -1,19 +1,20 @@
 """``medprobe finetune``: LoRA SFT of an MLLM on the classification prompt (the "after" model).
 
 The adapter it writes is probed with ``medprobe extract ... --adapter DIR``. Defaults and the
-training example are documented in :mod:`medprobe.lora`.
+training example are documented in :mod:`medprobe.models.lora`.
 """
 
 from __future__ import annotations
 
 import click
 
+from .options import load_options
+
 
 @click.command()
 @click.option("--model", "-m", "model", required=True, help="MLLM card id or alias.")
 @click.option("--dataset", "-d", "dataset", required=True, help="Dataset spec; only its train split is used.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Adapter directory to write.")
-@click.option("--tiny", is_flag=True, help="Tiny random model of the card's class (offline pipeline check; not a finding).")
 @click.option("--rank", default=8, show_default=True, type=int, help="LoRA rank r.")
 @click.option("--alpha", default=16.0, show_default=True, type=float, help="LoRA alpha (scale alpha / r).")
 @click.option("--dropout", default=0.05, show_default=True, type=float, help="LoRA dropout.")
@@ -25,33 +26,24 @@ import click
 @click.option("--weight-decay", default=0.0, show_default=True, type=float)
 @click.option("--batch-size", default=4, show_default=True, type=int)
 @click.option("--max-steps", default=None, type=int, help="Stop after N optimizer steps.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Seeds shuffling, LoRA init and the tiny model.")
 @click.option("--prompt", default=None, help="Question to train on (default: the classification question).")
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda:N")
-@click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "fp16", "fp32"]))
-@click.option("--source", default=None, help="Hub id or local directory overriding the card's hub id.")
-@click.option("--revision", default=None, help="Hub revision (branch, tag or commit).")
-@click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub (e.g. Hulu-Med).")
 @click.option("--overwrite", is_flag=True, help="Replace an adapter already in --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print the fine-tuning record as JSON.")
-def finetune(model, dataset, out, tiny, rank, alpha, dropout, targets, scope, epochs, lr, weight_decay, batch_size,
-             max_steps, seed, prompt, device, dtype, source, revision, trust_remote_code, overwrite, as_json):
+@load_options(exclude=("lora", "merge_lora", "weights", "random_init", "device_map", "max_memory", "image_size"))
+def finetune(model, dataset, out, rank, alpha, dropout, targets, scope, epochs, lr, weight_decay, batch_size,
+             max_steps, prompt, overwrite, as_json, load):
     """LoRA fine-tune MODEL on the classification prompt of DATASET's train split; the loss is on the
     class-name answer tokens only. Writes a peft adapter (+ train_log.jsonl, medprobe_finetune.json)
     to OUT for `medprobe extract --adapter OUT`."""
-    from ..lora import LoraSettings, finetune as run_finetune
+    from ..tasks.finetune import LoraSettings, finetune as run_finetune
     from .output import echo_json
 
     settings = LoraSettings(
         rank=rank, alpha=alpha, dropout=dropout, targets=tuple(t.strip() for t in targets.split(",") if t.strip()),
         scope=scope, epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size, max_steps=max_steps,
-        seed=seed,
+        seed=load.seed,
     )
-    options = {k: v for k, v in (("source", source), ("revision", revision)) if v is not None}
-    if trust_remote_code:
-        options["trust_remote_code"] = True
-    result = run_finetune(model, dataset, out, settings=settings, tiny=tiny, device=device, dtype=dtype, prompt=prompt,
-                          overwrite=overwrite, **options)
+    result = run_finetune(model, dataset, out, settings=settings, prompt=prompt, overwrite=overwrite, load=load)
     record = result.record
     if as_json:
         echo_json({"path": str(result.path), **record})

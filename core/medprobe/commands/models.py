@@ -77,7 +77,7 @@ def layers(model: str, tiny: bool, select: str | None, as_json: bool) -> None:
     offline; remote-code families are validated against their recorded module listing.
     """
     from ..api import get_card, layer_map
-    from ..zoo import get_adapter
+    from ..models.zoo import get_adapter
 
     card = get_card(model)
     if not tiny and not get_adapter(card.family).needs_remote_code:

@@ -1,12 +1,14 @@
 """``medprobe train``: train a baseline (finetune / linear) or an MLLM's vision tower as a classifier.
 
-Recipes, defaults and the run directory are documented in :mod:`medprobe.train` and
-:mod:`medprobe.training.record`; ``medprobe report RUN ...`` shows the trained run.
+Recipes, defaults and the run directory are documented in :mod:`medprobe.tasks.train` and
+:mod:`medprobe.tasks.training.record`; ``medprobe report RUN ...`` shows the trained run.
 """
 
 from __future__ import annotations
 
 import click
+
+from .options import load_options
 
 
 @click.command()
@@ -21,40 +23,24 @@ import click
 @click.option("--head-lr", default=None, type=float, help="Head learning rate (default 1e-3).")
 @click.option("--batch-size", default=None, type=int, help="Training batch (default 32 / 64 / 16).")
 @click.option("--patience", default=None, type=int, help="Early-stopping patience in epochs (default 5 / 15 / 3).")
-@click.option("--image-size", default=None, type=int, help="Input side for real weights (timm, open_clip, Qwen-VL).")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--tiny", is_flag=True, help="Tiny random model of the card's class (offline pipeline check; not a finding).")
-@click.option("--weights", default=None, type=click.Path(exists=True),
-              help="Local weights: a file/folder for baselines, a checkpoint folder for MLLMs.")
-@click.option("--random-init", is_flag=True, help="Random weights on purpose (a control; baselines).")
 @click.option("--freeze", is_flag=True, help="Train the head only on the frozen backbone (implied by --recipe linear).")
 @click.option("--layer", default=None, help="vision-tower: the vision layer to pool (default: the one feeding the connector).")
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda:N")
-@click.option("--dtype", default=None, type=click.Choice(["auto", "bf16", "fp16", "fp32"]),
-              help="Load dtype (default fp32 for baselines, auto for MLLMs; trained weights are kept in float32).")
-@click.option("--source", default=None, help="Hub id or local directory overriding the card's hub id.")
-@click.option("--revision", default=None, help="Hub revision (branch, tag or commit).")
-@click.option("--trust-remote-code", is_flag=True, help="Allow model code from the hub.")
 @click.option("--probe-layers", is_flag=True, help="Also extract the trained model's layers into RUN/layers for the report.")
 @click.option("--layers", "layer_patterns", default=None,
               help="With --probe-layers: layer patterns (default all; 'vision' for vision-tower).")
 @click.option("--overwrite", is_flag=True, help="Replace a trained run already in --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run's metrics as JSON.")
-def train(model, dataset, out, recipe, epochs, lr, head_lr, batch_size, patience, image_size, seed, tiny, weights,
-          random_init, freeze, layer, device, dtype, source, revision, trust_remote_code, probe_layers, layer_patterns,
-          overwrite, as_json):
+@load_options(exclude=("lora", "merge_lora", "device_map", "max_memory"), dtype_default=None)
+def train(model, dataset, out, recipe, epochs, lr, head_lr, batch_size, patience, freeze, layer, probe_layers,
+          layer_patterns, overwrite, as_json, load):
     """Train MODEL as a classifier on DATASET: early stopping on val, test scored once with the best epoch."""
-    from ..train import format_epoch, train as run_train
+    from ..tasks.train import format_epoch, train as run_train
     from .output import echo_json, echo_table
 
-    options = {k: v for k, v in (("source", source), ("revision", revision), ("dtype", dtype)) if v is not None}
-    if trust_remote_code:
-        options["trust_remote_code"] = True
     run = run_train(
         model, dataset, out, recipe=recipe, epochs=epochs, lr=lr, head_lr=head_lr, batch_size=batch_size,
-        patience=patience, image_size=image_size, seed=seed, tiny=tiny, weights=weights, random_init=random_init,
-        freeze=freeze, layer=layer, device=device, probe_layers=probe_layers, probe_layer_patterns=layer_patterns,
-        overwrite=overwrite, on_epoch=None if as_json else (lambda e: click.echo(format_epoch(e))), **options,
+        patience=patience, freeze=freeze, layer=layer, probe_layers=probe_layers, probe_layer_patterns=layer_patterns,
+        overwrite=overwrite, on_epoch=None if as_json else (lambda e: click.echo(format_epoch(e))), **load.to_dict(),
     )
     if as_json:
         echo_json({"run": str(run.path), "best_epoch": run.best_epoch, "metrics": run.metrics,

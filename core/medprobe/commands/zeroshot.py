@@ -1,11 +1,13 @@
 """``medprobe zeroshot``: zero-shot classification with a contrastive model (P_final of a CLIP baseline).
 
-Prompt templates and scoring: :mod:`medprobe.zeroshot`.
+Prompt templates and scoring: :mod:`medprobe.tasks.zeroshot`.
 """
 
 from __future__ import annotations
 
 import click
+
+from .options import load_options
 
 
 @click.command()
@@ -14,25 +16,16 @@ import click
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory to write (zeroshot.json).")
 @click.option("--template", "templates", multiple=True,
               help="Prompt template with '{c}' for the class name (repeatable; default: medprobe's four templates).")
-@click.option("--tiny", is_flag=True, help="Tiny random model of the card's class (offline pipeline check; not a finding).")
 @click.option("--batch-size", default=32, show_default=True, type=int)
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda:N")
-@click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "bf16", "fp16", "fp32"]))
-@click.option("--weights", default=None, type=click.Path(exists=True), help="Local weights file/dir.")
-@click.option("--random-init", is_flag=True, help="Random weights on purpose (a control).")
-@click.option("--source", default=None, help="Hub id or local directory overriding the card's hub id.")
-@click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def zeroshot(model, dataset, out, templates, tiny, batch_size, device, dtype, weights, random_init, source, seed, as_json):
+@load_options(exclude=("lora", "merge_lora", "trust_remote_code", "device_map", "max_memory"))
+def zeroshot(model, dataset, out, templates, batch_size, as_json, load):
     """Classify DATASET with MODEL's image and text towers from class-name prompts."""
-    from ..zeroshot import DEFAULT_TEMPLATES, zeroshot as run_zeroshot
+    from ..tasks.zeroshot import DEFAULT_TEMPLATES, zeroshot as run_zeroshot
     from .output import echo_json, echo_table
 
-    options = {k: v for k, v in (("weights", weights), ("source", source)) if v is not None}
-    if random_init:
-        options["random_init"] = True
-    run = run_zeroshot(model, dataset, out, templates=tuple(templates) or DEFAULT_TEMPLATES, tiny=tiny,
-                       batch_size=batch_size, device=device, dtype=dtype, seed=seed, **options)
+    run = run_zeroshot(model, dataset, out, templates=tuple(templates) or DEFAULT_TEMPLATES, batch_size=batch_size,
+                       load=load)
     if as_json:
         echo_json({"run": str(run.path), "p_final": run.p_final, "metrics": run.metrics,
                    "synthetic": run.record["synthetic_reasons"]})

@@ -2,10 +2,10 @@
 
 ``lora:<dir>`` extracts with an existing peft adapter directory (the path may hold ``{model}``
 and ``{dataset}``); ``lora:train`` first fine-tunes one per (model, dataset) with the
-experiment's ``[lora]`` recipe (:class:`medprobe.lora.LoraSettings` fields: ``rank``, ``alpha``,
+experiment's ``[lora]`` recipe (:class:`medprobe.tasks.finetune.LoraSettings` fields: ``rank``, ``alpha``,
 ``dropout``, ``targets``, ``scope``, ``epochs``, ``lr``, ``weight_decay``, ``batch_size``,
 ``max_steps``, ``seed``) into ``GRID/adapters/<model>__<dataset>/`` and reuses it once trained.
-The adapter is applied with :func:`medprobe.lora.apply_adapter`, so its identity is part of the
+The adapter is applied with :func:`medprobe.models.lora.apply_lora`, so its identity is part of the
 run key.
 """
 
@@ -23,9 +23,10 @@ class ConditionError(MedprobeError):
 
 
 def lora_settings(recipe: Mapping[str, Any], seed: int, where: str = "[lora]") -> Any:
-    """The :class:`medprobe.lora.LoraSettings` of a ``[lora]`` table (validated; ``seed`` defaults
+    """The :class:`medprobe.tasks.finetune.LoraSettings` of a ``[lora]`` table (validated; ``seed`` defaults
     to the experiment's)."""
-    from ..lora import LoraError, LoraSettings
+    from ..models.lora import LoraError
+    from ..tasks.finetune import LoraSettings
 
     known = {f.name for f in dataclasses.fields(LoraSettings)}
     unknown = sorted(set(recipe) - known)
@@ -51,7 +52,7 @@ def adapter_dir(out: Path, spec: Mapping[str, Any]) -> Path:
 
 def trained(directory: Path) -> bool:
     """True when ``directory`` holds a finished fine-tuning (adapter weights and its record)."""
-    from ..lora import ADAPTER_WEIGHTS, RECORD
+    from ..models.lora import ADAPTER_WEIGHTS, RECORD
 
     return (directory / ADAPTER_WEIGHTS).is_file() and (directory / RECORD).is_file()
 
@@ -76,7 +77,7 @@ def prepare_adapter(spec: Mapping[str, Any], out: Path, *, device: str, dtype: s
     if trained(path):
         print(f"reusing the trained adapter {path}", flush=True)
         return path
-    from ..lora import finetune
+    from ..tasks.finetune import finetune
 
     settings = lora_settings(spec.get("lora_recipe") or {}, spec["seed"])
     load = dict(spec.get("load") or {})
@@ -90,6 +91,6 @@ def apply(loaded: Any, path: Path | None) -> Any:
     """``loaded`` with the adapter at ``path`` applied (unchanged for ``None``)."""
     if path is None:
         return loaded
-    from ..lora import apply_adapter
+    from ..models.lora import apply_lora
 
-    return apply_adapter(loaded, path)
+    return apply_lora(loaded, path)

@@ -32,11 +32,11 @@
     spec = "busi:/data/Dataset_BUSI_with_GT"
     name = "busi"                     # optional label (default: the spec's scheme)
 
-    [probe]                           # options of every probe run (medprobe.pipeline.probe_run):
+    [probe]                           # options of every probe run (medprobe.tasks.pipeline.probe_run):
     controls = true                   # permutation null + control tasks (about 3x the probing time)
     n_boot = 1000                     # bootstrap resamples of the accuracy CIs; other keys: probe hyper-parameters
 
-    [lora]                            # recipe for "lora:train" conditions (medprobe.lora)
+    [lora]                            # recipe for "lora:train" conditions (medprobe.models.lora)
     [[train]]                         # classifiers trained with `medprobe train`, one job per model x dataset
     recipe = "vision-tower"           # finetune | linear (baselines) | vision-tower (MLLMs)
     models = "mllm"                   # "mllm" | "baseline" | "all" | a list of the grid's model names / refs
@@ -247,7 +247,7 @@ def _str_list(table: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]
 def _readouts(table: Mapping[str, Any], where: str) -> tuple[str, ...] | None:
     names = _str_list(table, "readouts", where)
     if names is not None:
-        from ..readouts import parse_readouts
+        from ..features.readouts import parse_readouts
 
         try:
             parse_readouts(names)
@@ -395,7 +395,7 @@ def _dataset_entry(raw: Any, index: int, where_file: str, base: Path) -> Dataset
 
 
 def _train_entry(raw: Any, index: int, where_file: str, default_res: Resources) -> TrainEntry:
-    from ..train import RECIPES
+    from ..tasks.train import RECIPES
 
     where = f"{where_file}: [[train]] #{index + 1}"
     table = _check_keys(raw, _TRAIN, where)
@@ -494,7 +494,7 @@ def load_experiment(path: str | Path, *, out: str | Path | None = None) -> Exper
     if not out_path.is_absolute():
         out_path = (base / out_path) if out is None else Path.cwd() / out_path
     probes = _str_list(exp, "probes", w) or ("linear",)
-    from ..pipeline import parse_probes
+    from ..tasks.pipeline import parse_probes
 
     experiment = Experiment(
         path=path.resolve(),

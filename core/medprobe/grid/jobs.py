@@ -4,7 +4,7 @@ A job's ``id`` is readable and stable (``lingshu-7b__busi__base``); its ``digest
 everything that changes its features (model reference and loading options, dataset spec,
 condition, layers, readouts, dtype, seed, limit, prompt, tiny), so state recorded for an older
 version of the job is recognised as stale. The run itself is keyed by the feature store's run key
-(:func:`medprobe.extract.plan_extract`), computed before the run for tiny jobs and recorded in the
+(:func:`medprobe.features.plan.plan_extract`), computed before the run for tiny jobs and recorded in the
 job's state file by the worker for real-weight jobs (a run key needs the loaded checkpoint).
 
 ``lora:`` conditions apply to MLLMs only: a baseline is listed once, under ``base``, and serves as
@@ -60,7 +60,7 @@ def _digest(spec: dict[str, Any]) -> str:
 
 def _card_kind(entry: ModelEntry) -> str:
     from ..registry import MedprobeError
-    from ..zoo import get_card
+    from ..models.zoo import get_card
 
     try:
         return get_card(entry.ref).kind

@@ -2,7 +2,7 @@
 plus an index page.
 
 Reports refuse runs on different datasets, so the grid's runs are grouped by dataset and
-condition; each group is passed to :func:`medprobe.pipeline.report_runs` (which probes any run
+condition; each group is passed to :func:`medprobe.tasks.pipeline.report_runs` (which probes any run
 whose probe results are missing) and written to ``DIR/<dataset>__<condition>/``. Baselines run
 under ``base`` only; they are the reference rows of every condition's report on their dataset.
 ``DIR/index.{json,md,html}`` lists the groups, the models in each with their FHS profile, and
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..registry import MedprobeError
-from ..store import atomic_write_bytes, atomic_write_json
+from ..features.store import atomic_write_bytes, atomic_write_json
 from .experiment import Experiment
 from .jobs import expand_jobs
 from .status import JobStatus, grid_status
@@ -64,7 +64,7 @@ def _summary_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
 def grid_report(exp: Experiment, out: str | Path, *, only: Sequence[str] | str | None = None,
                 formats: Sequence[str] = ("json", "csv", "md", "html")) -> dict[str, Any]:
     """Write every group's report and the index into ``out``; returns the index dict."""
-    from ..pipeline import probe_run, report_runs
+    from ..tasks.pipeline import probe_run, report_runs
 
     out = Path(out)
     statuses = grid_status(exp, expand_jobs(exp, only))

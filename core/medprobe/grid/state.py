@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..store import atomic_write_json
+from ..features.store import atomic_write_json
 
 STATE = "state.json"
 LOG = "job.log"

@@ -7,7 +7,7 @@ so far) or complete but a probe is missing; **failed** when its last attempt fai
 file keeps the error and the log path); **running** while a live process says so; else
 **pending**.
 
-Run keys: tiny jobs are planned here exactly (:func:`medprobe.extract.plan_extract` on the seeded
+Run keys: tiny jobs are planned here exactly (:func:`medprobe.features.plan.plan_extract` on the seeded
 tiny model, which is cheap); real-weight jobs take the key their worker recorded once the
 checkpoint was loaded (a key needs the checkpoint's preprocessing and layer map).
 
@@ -83,14 +83,14 @@ class _PlanCache:
 
     def tiny_model(self, ref: str, seed: int) -> Any:
         if (ref, seed) not in self.models:
-            from ..zoo import load_model
+            from ..models.prepare import load_model
 
             self.models[(ref, seed)] = load_model(ref, tiny=True, seed=seed)
         return self.models[(ref, seed)]
 
 
 def _plan_tiny(job: Job, exp: Experiment, cache: _PlanCache, adapter: Path | None) -> Any:
-    from ..extract import plan_extract
+    from ..features.plan import plan_extract
     from ..runtime import resolve_device, resolve_dtype
     from .conditions import apply
 
@@ -102,7 +102,7 @@ def _plan_tiny(job: Job, exp: Experiment, cache: _PlanCache, adapter: Path | Non
     if adapter is None:
         loaded = cache.tiny_model(spec["model"], spec["seed"])
     else:  # the adapter is injected in place: a fresh tiny model, not the shared one
-        from ..zoo import load_model
+        from ..models.prepare import load_model
 
         loaded = apply(load_model(spec["model"], tiny=True, seed=spec["seed"]), adapter)
     return plan_extract(loaded, ds, exp.runs_dir, layers=spec["layers"],
@@ -113,14 +113,14 @@ def _plan_tiny(job: Job, exp: Experiment, cache: _PlanCache, adapter: Path | Non
 
 def _listing_estimate(job: Job, rows: int | None) -> int | None:
     """Estimate from a remote-code family's recorded module listing (real config, no weights)."""
-    from ..zoo import get_adapter, get_card
+    from ..models.zoo import get_adapter, get_card
 
     card = get_card(job.model.ref)
     adapter = get_adapter(card.family)
     if not adapter.needs_remote_code or rows is None:
         return None
-    from ..readouts import applicable, parse_readouts
-    from ..zoo import resolve_layers
+    from ..features.readouts import applicable, parse_readouts
+    from ..models.zoo import resolve_layers
 
     _, lmap = resolve_layers(job.model.ref)
     wanted = parse_readouts(job.spec["readouts"])
@@ -133,14 +133,14 @@ def _listing_estimate(job: Job, rows: int | None) -> int | None:
 
 
 def _probes_missing(run: Any, probes: Sequence[str], seed: int) -> list[str]:
-    from ..pipeline import probe_dir
+    from ..tasks.pipeline import probe_dir
 
     return [p for p in probes if not (probe_dir(run, p, seed) / "results.json").is_file()]
 
 
 def job_status(exp: Experiment, job: Job, cache: _PlanCache | None = None, *, resolve: bool = True) -> JobStatus:
     """The status of one job (``resolve=False`` skips planning tiny models)."""
-    from ..store import Run, StoreError
+    from ..features.store import Run, StoreError
 
     cache = cache or _PlanCache()
     st = JobStatus(job, log=log_path(exp.out, job.id))
@@ -175,9 +175,9 @@ def job_status(exp: Experiment, job: Job, cache: _PlanCache | None = None, *, re
         if isinstance(ds, Exception):
             notes.append(f"dataset: {ds}".splitlines()[0])
         else:
-            from ..extract import _subset
+            from ..features.provenance import select_samples
 
-            st.rows = len(_subset(ds.samples, job.spec["limit"], job.spec["seed"]))
+            st.rows = len(select_samples(ds.samples, job.spec["limit"], job.spec["seed"]))
     partial = False
     run = None
     if st.run_dir is not None:
@@ -230,7 +230,7 @@ def job_status(exp: Experiment, job: Job, cache: _PlanCache | None = None, *, re
 
 def _train_status(exp: Experiment, job: Job, st: JobStatus, cache: _PlanCache, resolve: bool) -> JobStatus:
     """Status of a ``[[train]]`` job: done once its run holds ``train.json``."""
-    from ..training.record import is_train_dir
+    from ..tasks.training.record import is_train_dir
     from .worker import train_dir
 
     st.run_dir = train_dir(exp.out, job.id)

@@ -6,7 +6,7 @@ raises for a failing job: the error and traceback go to the job's log, ``failed`
 file, and the result says so, so one bad job does not stop the others. ``KeyboardInterrupt``
 marks the job ``interrupted`` and propagates (the grid stops; a re-run resumes).
 
-A ``[[train]]`` job runs :func:`medprobe.train.train` into ``GRID/trained/<job id>/`` instead.
+A ``[[train]]`` job runs :func:`medprobe.tasks.train.train` into ``GRID/trained/<job id>/`` instead.
 
 Result: ``{"job", "status": "done" | "failed", "run_dir", "run_key", "log", "error", "seconds"}``.
 """
@@ -59,8 +59,8 @@ def train_dir(out: Path, job_id: str) -> Path:
 
 def execute_train(spec: dict[str, Any], out: Path) -> dict[str, Any]:
     """Train one ``[[train]]`` job's classifier (kept when already trained); returns run facts."""
-    from ..train import train
-    from ..training.record import TrainError, TrainRun
+    from ..tasks.train import train
+    from ..tasks.training.record import TrainError, TrainRun
 
     path = train_dir(out, spec["id"])
     try:
@@ -83,11 +83,12 @@ def execute(spec: dict[str, Any], out: Path) -> dict[str, Any]:
     if spec.get("train"):
         return execute_train(spec, out)
     from ..datasets import open_dataset
-    from ..extract import extract, plan_extract
-    from ..pipeline import probe_run
-    from ..runtime import resolve_device, resolve_dtype, torch_dtype
-    from ..zoo import load_model
-    from .conditions import apply, prepare_adapter
+    from ..features.extract import extract
+    from ..features.plan import plan_extract
+    from ..tasks.pipeline import probe_run
+    from ..models.prepare import LoadOptions, prepare_model
+    from ..runtime import resolve_device, resolve_dtype
+    from .conditions import prepare_adapter
 
     runs = out / "runs"
     options = _load_options(spec)
@@ -97,10 +98,12 @@ def execute(spec: dict[str, Any], out: Path) -> dict[str, Any]:
     _free_memory()  # the fine-tuning model (lora:train) before the extraction model is loaded
     ds = open_dataset(spec["dataset"])
     print(f"[{_stamp()}] loading {spec['model']} ({'tiny random' if spec['tiny'] else 'weights'}) on {dev} ({dt})", flush=True)
-    loaded = load_model(spec["model"], tiny=spec["tiny"], seed=spec["seed"], device=dev, dtype=dt, **options)
-    if spec["tiny"]:
-        loaded.model.to(device=dev, dtype=torch_dtype(dt))
-    loaded = apply(loaded, adapter)
+    known = {k: v for k, v in options.items() if k in LoadOptions.field_names()}
+    extra = {k: v for k, v in options.items() if k not in known}  # a [[model]] load_options table: family options
+    load = LoadOptions.from_mapping({**known, "extra": extra or None, "tiny": spec["tiny"], "seed": spec["seed"],
+                                     "device": dev, "dtype": dt, "lora": str(adapter) if adapter else None},
+                                    where=f"job {spec['id']}")
+    loaded, dev, dt = prepare_model(spec["model"], load)
     common = dict(layers=spec["layers"], readouts=spec["readouts"], batch_size=spec["batch_size"], limit=spec["limit"],
                   seed=spec["seed"], prompt=spec["prompt"])
     plan = plan_extract(loaded, ds, runs, device=dev, dtype=dt, load_options=options, **common)
@@ -108,7 +111,7 @@ def execute(spec: dict[str, Any], out: Path) -> dict[str, Any]:
     write_state(out, spec["id"], run_key=plan.key, run_dir=str(plan.run_dir), rows=len(plan.samples),
                 estimated_bytes=plan.estimated_bytes(), adapter=str(adapter) if adapter else None)
     print(f"[{_stamp()}] extracting {spec['dataset']} into {plan.run_dir}", flush=True)
-    run = extract(loaded, ds, runs, device=dev, dtype=dt, tiny=spec["tiny"], progress=False, **common, **options)
+    run = extract(loaded, ds, runs, progress=False, load=load.replace(lora=None), **{k: v for k, v in common.items() if k != "seed"})
     write_state(out, spec["id"], feature_bytes=sum(int(f["shape"][0]) * int(f["shape"][1]) * 4
                                                    for f in run.manifest["features"]))
     del loaded

@@ -48,7 +48,7 @@ class ExampleCNNAdapter(ModelAdapter):
     def _wrap(self, card: ModelCard, model: nn.Module, weights: str) -> LoadedModel:
         model.eval()
         lmap = self.layer_map(card, model, config={}, resolved_against=f"ExampleCNN ({weights})")
-        return LoadedModel(card=card, model=model, layer_map=lmap, weights=weights, extra={"image_size": IMAGE_SIZE})
+        return LoadedModel(adapter=self, card=card, model=model, layer_map=lmap, weights=weights, extra={"image_size": IMAGE_SIZE})
 
     def build_tiny(self, card: ModelCard, seed: int = 0) -> LoadedModel:
         torch.manual_seed(seed)

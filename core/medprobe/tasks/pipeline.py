@@ -1,0 +1,423 @@
+"""The analysis pipeline over run directories: probe a run, build a report, compare models, demo.
+
+Every step reads and writes run directories only, so runs made in different environments (family
+plugins pinning different transformers versions) compare side by side::
+
+    from medprobe.tasks import pipeline
+    results = pipeline.probe_run("runs/lingshu-7b__lesions__3f2a", probe="linear")   # {"linear": ProbeResults}
+    report = pipeline.report_runs(["runs/lingshu-7b__…", "runs/resnet50__…"], out="report/")
+    report = pipeline.compare(["lingshu-7b", "resnet50"], "synthetic:lesions", out="cmp/", tiny=True)
+
+Probe results are saved inside the run: ``RUN/probes/<probe>-seed<S>/`` (``results.json`` and
+``weights.safetensors``), and reused when present.
+
+``P_final`` (the accuracy of the MLLM's own answers) comes from ``medprobe classify`` runs
+(:mod:`medprobe.tasks.classify`): :func:`report_runs` accepts classify run directories among the runs
+and pairs each with the extract run of the same model card, weights, LoRA adapter and dataset
+fingerprint (:func:`pair_classify`); that model's ``p_final`` / ``p_final_n`` are the classify run's test-split
+accuracy and test-sample count (unparsed answers count as wrong). An MLLM without a classify run
+keeps ``p_final = None`` (its ``semantic_mapping`` diagnosis is then not assessed). :func:`compare`
+(and so :func:`demo`) runs classify for every MLLM (``classify_mode="score"`` by default).
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from ..registry import MedprobeError
+from ..features.store import Run
+
+PROBES = ("linear", "mlp")
+#: the demo: medical MLLMs of three families beside two baselines, all tiny / random, offline
+DEMO_MODELS = ("lingshu-7b", "medgemma-4b", "llava-med-v1.5", "resnet50", "vit-small-patch16-224")
+DEMO_DATASET = "synthetic:lesions?n=240&size=96"
+
+
+def parse_probes(probe: str | Sequence[str]) -> list[str]:
+    """``"linear"`` / ``"mlp"`` / ``"all"`` / ``"linear,mlp"`` -> probe names (plugins may add more)."""
+    names = [p.strip() for p in (probe.split(",") if isinstance(probe, str) else probe) if p.strip()]
+    out: list[str] = []
+    for name in names:
+        out.extend(PROBES if name == "all" else [name])
+    if not out:
+        raise MedprobeError("no probe named; use linear, mlp or all")
+    return list(dict.fromkeys(out))
+
+
+def _open(run: Run | str | Path) -> Run:
+    return run if isinstance(run, Run) else Run.open(run)
+
+
+def probe_dir(run: Run, probe: str, seed: int) -> Path:
+    return run.path / "probes" / f"{probe}-seed{seed}"
+
+
+def probe_run(
+    run: Run | str | Path,
+    probe: str | Sequence[str] = "linear",
+    *,
+    seed: int = 0,
+    controls: bool = True,
+    force: bool = False,
+    **hyper: Any,
+) -> dict[str, Any]:
+    """Probe every captured (layer, readout) of ``run`` with each named probe, all layers batched.
+
+    Returns probe name -> :class:`medprobe.analysis.results.ProbeResults`; results already saved
+    for the same probe and seed are loaded instead of retrained unless ``force``.
+    """
+    from ..analysis.probes import probe_layers
+    from ..analysis.results import ProbeError, ProbeResults
+
+    run = _open(run)
+    out: dict[str, Any] = {}
+    for name in parse_probes(probe):
+        directory = probe_dir(run, name, seed)
+        if not force and (directory / "results.json").is_file():
+            try:
+                out[name] = ProbeResults.load(directory, weights=False)
+                continue
+            except ProbeError:
+                pass  # unreadable: retrain and overwrite
+        features = {f"{lid}/{ro}": x for lid, ro, x in run.iter_features()}
+        # control-task labels keyed by sample id: identical for every model probed on these samples
+        hyper.setdefault("groups", run.sample_ids)
+        results = probe_layers(features, run.labels, run.splits, probe=name, seed=seed, controls=controls,
+                               n_classes=len(run.classes), **hyper)
+        results.save(directory)
+        out[name] = results
+    return out
+
+
+def model_input(
+    run: Run | str | Path,
+    probes: Sequence[str] = ("linear",),
+    *,
+    seed: int = 0,
+    kind: str | None = None,
+    classify: Any = None,
+) -> Any:
+    """The report input (:class:`medprobe.analysis.report.ModelInput`) of one run, probing if needed.
+
+    ``classify``: the paired :class:`medprobe.tasks.classify.ClassifyRun` of an MLLM run; it sets
+    ``p_final`` (test accuracy of the answers) and ``p_final_n`` and is summarised in the
+    manifest under ``"classify"``.
+    """
+    from ..analysis.report import ModelInput
+
+    run = _open(run)
+    card = run.manifest["model"]["card"]
+    results = probe_run(run, list(probes), seed=seed)
+    manifest = {k: v for k, v in run.manifest.items() if k not in ("features", "shards")}
+    reasons = list(run.manifest.get("synthetic_reasons", []))
+    p_final = p_final_n = None
+    if classify is not None:
+        p_final = classify.p_final
+        p_final_n = classify.p_final_n if p_final is not None else None
+        manifest["classify"] = classify_summary(classify, run)
+        reasons.extend(r for r in classify.record.get("synthetic_reasons", []) if r not in reasons)
+    return ModelInput.from_probe_results(
+        model=card["id"],
+        kind=kind or card["kind"],
+        layers=run.layers,
+        results=results,
+        title=card.get("title") or card["id"],
+        category=card.get("category"),
+        synthetic=bool(run.manifest.get("synthetic")) or bool(reasons),
+        synthetic_reasons=reasons,
+        p_final=p_final,
+        p_final_n=p_final_n,
+        manifest=manifest,
+    )
+
+
+def classify_summary(classify: Any, run: Run | None = None) -> dict[str, Any]:
+    """What a report keeps about the classify run behind ``p_final``."""
+    record = classify.record
+    test = record["accuracy"]["test"]
+    out = {
+        "path": str(classify.path),
+        "run_key": classify.key,
+        "mode": classify.mode,
+        "question": record.get("question"),
+        "p_final": classify.p_final,
+        "p_final_n": classify.p_final_n,
+        "unparsed": record.get("unparsed"),
+        "methods": test.get("methods"),
+        "accuracy": {split: v.get("accuracy") for split, v in record["accuracy"].items()},
+    }
+    if run is not None:
+        out["same_prompt"] = record.get("question") == run.manifest.get("prompt")
+        out["same_samples"] = record["dataset"]["sample_ids"] == run.manifest["dataset"]["sample_ids"]
+    return out
+
+
+def split_runs(runs: Sequence[Any]) -> tuple[list[Run], list[Any]]:
+    """Feature-store runs and classify runs (:class:`medprobe.tasks.classify.ClassifyRun`) among
+    ``runs`` (objects or directories), each list in the given order."""
+    from .classify import ClassifyRun, is_classify_run
+
+    features: list[Run] = []
+    answers: list[Any] = []
+    for r in runs:
+        if isinstance(r, ClassifyRun):
+            answers.append(r)
+        elif isinstance(r, Run):
+            features.append(r)
+        elif is_classify_run(r):
+            answers.append(ClassifyRun.open(r))
+        else:
+            features.append(Run.open(r))
+    return features, answers
+
+
+def pair_classify(run: Run, candidates: Sequence[Any]) -> Any:
+    """The classify run among ``candidates`` of the same model card, weights, LoRA adapter (none
+    on both sides, or the same adapter file) and dataset fingerprint as ``run`` (``None`` when
+    there is none). Several matches are ranked by: same question as the run's prompt, same
+    samples, generate mode (answers as the paper scores them); a tie at the top raises
+    :class:`MedprobeError` naming the runs."""
+    card = run.manifest["model"]["card"]["id"]
+    weights = run.manifest["model"]["weights"]
+    lora = _lora_id(run.manifest["model"].get("adapter_lora"))
+    fingerprint = run.manifest["dataset"]["fingerprint"]
+    matches = [
+        c for c in candidates
+        if c.model_id == card and c.weights == weights and c.fingerprint == fingerprint
+        and _lora_id(c.adapter_lora) == lora
+    ]
+    if len(matches) <= 1:
+        return matches[0] if matches else None
+
+    def rank(c: Any) -> tuple[bool, bool, bool]:
+        return (
+            c.record.get("question") == run.manifest.get("prompt"),
+            c.record["dataset"]["sample_ids"] == run.manifest["dataset"]["sample_ids"],
+            c.mode == "generate",
+        )
+
+    best = max(rank(c) for c in matches)
+    top = [c for c in matches if rank(c) == best]
+    if len(top) > 1:
+        raise MedprobeError(
+            f"several classify runs match model '{card}' ({weights}) on the same data: "
+            + ", ".join(str(c.path) for c in top) + "; pass only one of them"
+        )
+    return top[0]
+
+
+def _lora_id(identity: Mapping[str, Any] | None) -> tuple[Any, Any] | None:
+    """What makes two LoRA adapter identities the same adapter: its weights file and merging."""
+    return None if not identity else (identity.get("sha256"), bool(identity.get("merged")))
+
+
+def report_runs(
+    runs: Sequence[Run | str | Path],
+    out: str | Path | None = None,
+    *,
+    baseline: Run | str | Path | None = None,
+    probes: str | Sequence[str] = "linear",
+    seed: int = 0,
+    formats: Sequence[str] = ("json", "csv", "md", "html"),
+    title: str = "medprobe report",
+) -> dict[str, Any]:
+    """Build the side-by-side report of ``runs`` (plus an explicit ``baseline`` run, treated as a
+    baseline row) and, with ``out``, write report.json / .csv / .md / .html there.
+
+    ``runs`` may include classify run directories (``medprobe classify``); each is paired with the
+    extract run of its model (:func:`pair_classify`) to set that model's ``p_final``. A classify
+    run that pairs with no extract run raises :class:`MedprobeError`.
+
+    ``runs`` may also include ``medprobe train`` and ``medprobe zeroshot`` run directories
+    (:func:`_trained_rows`): each trained run is an entry of the report's ``trained`` list (and,
+    made with ``--probe-layers``, a baseline row ``<card>+<recipe>`` with its layer probes); a
+    zero-shot run sets ``p_final`` of the baseline row of its model (:func:`_attach_zeroshot`)."""
+    from ..analysis.exporters import write_report
+    from ..analysis.report import build_report
+
+    names = parse_probes(probes)
+    runs, trained_inputs, trained, zeroshots = _trained_rows(runs, names, seed=seed)
+    feature_runs, classify_runs = split_runs(runs)
+    if not feature_runs and not trained_inputs:
+        raise MedprobeError(
+            "a report needs at least one run with layer probes: an extract run or a train run made with --probe-layers "
+            "(classify, zeroshot and other train runs are added to them)"
+        )
+    paired = {}
+    for r in feature_runs:
+        if r.manifest["model"]["card"].get("kind") == "mllm":
+            match = pair_classify(r, classify_runs)
+            if match is not None:
+                paired[id(r)] = match
+    used = {id(c) for c in paired.values()}
+    unpaired = [c for c in classify_runs if id(c) not in used]
+    if unpaired:
+        c = unpaired[0]
+        raise MedprobeError(
+            f"classify run {c.path} (model '{c.model_id}', weights {c.weights}"
+            + (f", adapter {c.adapter_lora.get('path')}" if c.adapter_lora else "")
+            + ") pairs with no extract run of the same model, weights, adapter and dataset among the runs; "
+            "add that extract run or leave the classify run out"
+        )
+    inputs = [model_input(r, names, seed=seed, classify=paired.get(id(r))) for r in feature_runs]
+    if baseline is not None:
+        inputs.append(model_input(baseline, names, seed=seed, kind="baseline"))
+    inputs += trained_inputs
+    _attach_zeroshot(inputs, zeroshots)
+    datasets = sorted({m.manifest["dataset"]["spec"] for m in inputs} | {t["dataset"]["spec"] for t in trained})
+    if len({m.manifest["dataset"]["fingerprint"] for m in inputs} | {t["dataset"]["fingerprint"] for t in trained}) > 1:
+        raise MedprobeError(
+            "runs use different datasets or splits and cannot share one report: " + ", ".join(datasets)
+        )
+    report = build_report(
+        inputs,
+        title=title,
+        extra={"command": " ".join(shlex.quote(a) for a in sys.argv), "datasets": datasets,
+               "baseline": str(baseline) if baseline is not None else None,
+               "classify_runs": {c.model_id: str(c.path) for c in paired.values()},
+               "trained_runs": {t["id"]: t["path"] for t in trained},
+               "zeroshot_runs": {z.model_id: str(z.path) for z in zeroshots}},
+        trained=trained,
+    )
+    if out is not None:
+        write_report(report, out, formats)
+    return report
+
+
+def _trained_rows(runs: Sequence[Any], probes: Sequence[str], *, seed: int = 0) -> tuple[list[Any], list[Any], list[dict[str, Any]], list[Any]]:
+    """Take ``medprobe train`` and ``medprobe zeroshot`` runs out of ``runs``.
+
+    Returns ``(other runs, layer-probe model inputs, trained entries, zero-shot runs)``: per train
+    run its report entry (:meth:`medprobe.tasks.training.record.TrainRun.report_entry`) and, when it
+    holds a ``--probe-layers`` run, that run's :class:`~medprobe.analysis.report.ModelInput` as a
+    baseline row named ``<card>+<recipe>`` (so it never collides with the untrained model's row).
+    """
+    from .training.record import TrainRun, is_train_dir
+    from .zeroshot import ZeroShotRun, is_zeroshot_dir
+
+    rest: list[Any] = []
+    layer_inputs: list[Any] = []
+    trained: list[dict[str, Any]] = []
+    zeroshots: list[Any] = []
+    for r in runs:
+        if isinstance(r, ZeroShotRun) or (isinstance(r, (str, Path)) and is_zeroshot_dir(r)):
+            zeroshots.append(r if isinstance(r, ZeroShotRun) else ZeroShotRun.open(r))
+            continue
+        if not (isinstance(r, TrainRun) or (isinstance(r, (str, Path)) and is_train_dir(r))):
+            rest.append(r)
+            continue
+        tr = r if isinstance(r, TrainRun) else TrainRun.open(r)
+        layers_model = None
+        if tr.layers_run_path is not None:
+            mi = model_input(tr.layers_run_path, probes, seed=seed, kind="baseline")
+            mi.model, mi.title = tr.run_id, f"{mi.title} (trained: {tr.recipe})"
+            mi.manifest["trained_run"] = str(tr.path)
+            layer_inputs.append(mi)
+            layers_model = tr.run_id
+        trained.append(tr.report_entry(layers_model=layers_model))
+    return rest, layer_inputs, trained, zeroshots
+
+
+def _attach_zeroshot(inputs: Sequence[Any], zeroshots: Sequence[Any]) -> None:
+    """Set ``p_final`` (zero-shot test accuracy, ``p_final_source="zeroshot"``) on the baseline row
+    of the same model card, weights and dataset fingerprint as each zero-shot run; a zero-shot run
+    without such a row, or two for one row, raise :class:`MedprobeError`."""
+    for zs in zeroshots:
+        rec = zs.record
+        matches = [
+            m for m in inputs
+            if m.kind == "baseline" and m.manifest.get("model", {}).get("card", {}).get("id") == zs.model_id
+            and m.manifest.get("model", {}).get("weights") == rec["model"]["weights"]
+            and m.manifest.get("dataset", {}).get("fingerprint") == rec["dataset"]["fingerprint"]
+            and not m.manifest.get("trained_run")
+        ]
+        if not matches:
+            raise MedprobeError(
+                f"zeroshot run {zs.path} (model '{zs.model_id}', weights {rec['model']['weights']}) pairs with no "
+                "extract run of the same model, weights and dataset among the runs; add that extract run or leave it out"
+            )
+        target = matches[0]
+        if target.p_final_source == "zeroshot":
+            raise MedprobeError(f"several zeroshot runs match model '{zs.model_id}'; pass only one of them")
+        target.p_final, target.p_final_n, target.p_final_source = zs.p_final, zs.p_final_n, "zeroshot"
+        target.manifest["zeroshot"] = {
+            "path": str(zs.path),
+            "templates": rec.get("templates"),
+            "accuracy": {split: v.get("accuracy") for split, v in rec["metrics"].items()},
+            "synthetic_reasons": rec.get("synthetic_reasons", []),
+        }
+        for reason in rec.get("synthetic_reasons", []):
+            if reason not in target.synthetic_reasons:
+                target.synthetic_reasons.append(reason)
+                target.synthetic = True
+
+
+def compare(
+    models: Sequence[str],
+    dataset: str,
+    out: str | Path,
+    *,
+    tiny: bool = False,
+    probes: str | Sequence[str] = "linear",
+    layers: str | None = None,
+    readouts: str | Sequence[str] | None = None,
+    batch_size: int = 8,
+    limit: int | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    seed: int = 0,
+    progress: bool | None = None,
+    load_options: Mapping[str, Any] | None = None,
+    classify_mode: str | None = "score",
+) -> dict[str, Any]:
+    """Extract every model on ``dataset`` (runs under ``out/runs``), ask every MLLM the
+    classification question (classify runs under ``out/classify``, for ``P_final``), probe, score
+    and report into ``out``. Returns the report dict.
+
+    ``classify_mode``: ``"score"`` (default: answer log-likelihoods, fast), ``"generate"``
+    (greedy answers, parsed), or ``None`` (no classify runs; ``P_final`` stays empty). Families
+    without score support (remote-code Hulu-Med) are asked in generate mode.
+    """
+    from .classify import MODES, classify, supports_score
+    from ..features.extract import extract
+    from ..models.zoo import get_card
+
+    if not models:
+        raise MedprobeError("compare needs at least one model")
+    if classify_mode is not None and classify_mode not in MODES:
+        raise MedprobeError(f"unknown classify mode {classify_mode!r}; choose one of {list(MODES)} or None")
+    out = Path(out)
+    options = dict(load_options or {})
+    runs: list[Any] = []
+    for ref in models:
+        runs.append(
+            extract(ref, dataset, out / "runs", layers=layers, readouts=readouts, batch_size=batch_size, device=device,
+                    dtype=dtype, limit=limit, tiny=tiny, seed=seed, progress=progress, **options)
+        )
+        card = get_card(ref)
+        if classify_mode is not None and card.kind == "mllm":
+            mode = classify_mode if classify_mode != "score" or supports_score(card) else "generate"
+            runs.append(
+                classify(ref, dataset, out / "classify", mode=mode, tiny=tiny, batch_size=batch_size, limit=limit,
+                         device=device, dtype=dtype, seed=seed, progress=progress, **options)
+            )
+    return report_runs(runs, out, probes=probes, seed=seed, title=f"medprobe comparison on {dataset}")
+
+
+def demo(
+    out: str | Path,
+    *,
+    probes: str | Sequence[str] = "linear",
+    dataset: str | None = None,
+    progress: bool | None = None,
+    classify_mode: str | None = "score",
+) -> dict[str, Any]:
+    """The offline demo: tiny random models of three MLLM families and two baselines on the
+    embedded synthetic dataset (``dataset``: another synthetic spec, e.g. a smaller one), with
+    ``P_final`` from classify runs of the MLLMs. Every output is marked synthetic: it checks the
+    pipeline only."""
+    return compare(list(DEMO_MODELS), dataset or DEMO_DATASET, out, tiny=True, probes=probes, batch_size=16,
+                   progress=progress, classify_mode=classify_mode)

@@ -19,8 +19,8 @@ Usage::
     python benchmarks/gpu_check.py                    # defaults: 2 vision blocks, 2 LLM layers, 64 images
     python benchmarks/gpu_check.py --n 128 --batch-size 16 --llm-layers 4
 
-Without CUDA it builds the model on the CPU (checking the construction and the layer map) and
-exits with status 2 and a message saying the GPU parts were not run. The weights are random and
+Without CUDA it builds the model on the ``meta`` device (checking the construction and the layer
+map, no memory) and exits with status 2 and a message saying the GPU parts were not run. The weights are random and
 the data synthetic: the figures are throughput and memory, never findings.
 """
 
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -59,9 +58,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def build_checkpoint(out: Path, args: argparse.Namespace, device: str) -> dict:
-    """Save the truncated full-width model (bf16 unless --dtype says otherwise) into ``out``;
-    returns facts about it (parameters, layer ids, widths)."""
+def build_checkpoint(out: Path | None, args: argparse.Namespace, device: str) -> dict:
+    """Build the truncated full-width model on ``device`` (``meta``: no memory, no weights) and,
+    with ``out``, save it (bf16 unless --dtype says otherwise) there; returns facts about it
+    (parameters, layer ids, widths)."""
     import torch
     from transformers import CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
@@ -93,9 +93,10 @@ def build_checkpoint(out: Path, args: argparse.Namespace, device: str) -> dict:
         tokenizer=tok, patch_size=14, vision_feature_select_strategy="default", num_additional_image_tokens=1,
         chat_template=template,
     )
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(out)
+        processor.save_pretrained(out)
     facts = {
         "parameters": sum(p.numel() for p in model.parameters()),
         "layers": lmap.ids,
@@ -122,12 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="medprobe-gpu-check-"))
     cuda = torch.cuda.is_available()
     started = time.perf_counter()
-    facts = build_checkpoint(work / "ckpt", args, "cuda" if cuda else "cpu")
+    facts = build_checkpoint(work / "ckpt" if cuda else None, args, "cuda" if cuda else "meta")
     print(f"model: truncated full-width LLaVA-1.5-7B class, {facts['parameters'] / 1e6:.1f}M parameters ({facts['dtype']}), "
           f"layers {facts['layers']}")
     print("widths: " + ", ".join(f"{k}={v}" for k, v in facts["widths"].items()))
     if not cuda:
-        print("CUDA is not available: the model was built and its layer map resolved on the CPU; the GPU parts "
+        print("CUDA is not available: the model was built on the meta device and its layer map resolved; the GPU parts "
               "(bf16 extraction, probes on cuda, two-process data-parallel check, throughput, peak memory) were NOT run.",
               file=sys.stderr)
         return 2
@@ -152,9 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     results = mp.probe(run, "linear", device="cuda", force=True)
     torch.cuda.synchronize()
-    best = max(results["linear"].layers, key=lambda r: r.metrics.get("accuracy") or 0.0)
-    print(f"probe (linear, cuda): {len(results['linear'].layers)} layer probes in {time.perf_counter() - t0:.1f} s; "
-          f"best {best.layer}/{best.readout} accuracy {best.metrics.get('accuracy'):.3f} (synthetic data, random weights)")
+    layer_results = list(results["linear"].layers.values())
+    best = max(layer_results, key=lambda r: r.metrics.get("accuracy") or 0.0)
+    print(f"probe (linear, cuda): {len(layer_results)} layer probes in {time.perf_counter() - t0:.1f} s; "
+          f"best {best.key} accuracy {best.metrics.get('accuracy'):.3f} (synthetic data, random weights)")
     # 3. two processes, data-parallel, compared bit for bit
     t0 = time.perf_counter()
     env_extra = ["--world-size", "2", "--device", "auto"]
@@ -168,8 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     (dp_dir,) = [d for d in (work / "dp").iterdir() if d.is_dir()]
     dp = mp.open_run(dp_dir)
     mismatched = []
-    for key in run.feature_keys:
-        layer, readout = key if isinstance(key, (tuple, list)) else str(key).rsplit("/", 1)
+    for layer, readout in run.feature_keys:
         if not np.array_equal(np.asarray(run.features(layer, readout)), np.asarray(dp.features(layer, readout))):
             mismatched.append(f"{layer}/{readout}")
     same_ids = dp.sample_ids == run.sample_ids

@@ -199,3 +199,18 @@ def test_cli_prints_one_line(monkeypatch, empty_cache, tmp_path, capsys):
     assert "HF_HUB_OFFLINE=1" in lines[0] and "--source DIR" in lines[0] and str(empty_cache) in lines[0]
     code, err = _main(["extract", "--model", "lingshu-7b", "--source", "/missing", *data], capsys)
     assert code == 2 and "source '/missing': the directory does not exist" in err
+
+
+def test_showing_a_card_by_hub_id_stays_light():
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, json\nfrom medprobe.cli import main\n"
+        "try:\n    main(['models', 'show', 'lingshu-medical-mllm/LINGSHU-7B'])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "print(json.dumps([m for m in ('torch', 'transformers') if m in sys.modules]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "lingshu-7b" in out.stdout and json.loads(out.stdout.strip().splitlines()[-1]) == []

@@ -336,12 +336,12 @@ def compare(
     pipeline check, flagged synthetic). ``classify``: how MLLMs answer for ``P_final``
     (``"score"``, ``"generate"``, or ``None`` to skip). ``load_options`` go to every model's loader.
     """
+    from .models.prepare import options_of
     from .tasks.pipeline import compare as _compare
 
-    refs = _split_models(models)
-    data = _compare(refs, dataset, out, tiny=tiny, probes=probe, layers=layers, readouts=readouts,
-                    batch_size=batch_size, limit=limit, device=device, dtype=dtype, seed=seed, progress=progress,
-                    classify_mode=classify, load_options=load_options or None)  # fmt: skip
+    load = options_of(None, {"tiny": tiny, "device": device, "dtype": dtype, "seed": seed, **load_options})
+    data = _compare(_split_models(models), dataset, out, load=load, probes=probe, layers=layers, readouts=readouts,
+                    batch_size=batch_size, limit=limit, progress=progress, classify_mode=classify)
     return Report.from_dict(data, path=Path(out) / "report.json")
 
 

@@ -6,7 +6,7 @@ plugins pinning different transformers versions) compare side by side::
     from medprobe.tasks import pipeline
     results = pipeline.probe_run("runs/lingshu-7b__lesions__3f2a", probe="linear")   # {"linear": ProbeResults}
     report = pipeline.report_runs(["runs/lingshu-7b__…", "runs/resnet50__…"], out="report/")
-    report = pipeline.compare(["lingshu-7b", "resnet50"], "synthetic:lesions", out="cmp/", tiny=True)
+    report = pipeline.compare(["lingshu-7b", "resnet50"], "synthetic:lesions", out="cmp/", tiny=True)  # LoadOptions fields
 
 Probe results are saved inside the run: ``RUN/probes/<probe>-seed<S>/`` (``results.json`` and
 ``weights.safetensors``), and reused when present.
@@ -360,20 +360,18 @@ def compare(
     dataset: str,
     out: str | Path,
     *,
-    tiny: bool = False,
+    load: Any = None,
     probes: str | Sequence[str] = "linear",
     layers: str | None = None,
     readouts: str | Sequence[str] | None = None,
     batch_size: int = 8,
     limit: int | None = None,
-    device: str = "auto",
-    dtype: str = "auto",
-    seed: int = 0,
     progress: bool | None = None,
-    load_options: Mapping[str, Any] | None = None,
     classify_mode: str | None = "score",
+    **load_fields: Any,
 ) -> dict[str, Any]:
-    """Extract every model on ``dataset`` (runs under ``out/runs``), ask every MLLM the
+    """Extract every model on ``dataset`` (runs under ``out/runs``, each loaded as ``load`` -- a
+    :class:`~medprobe.models.prepare.LoadOptions` -- says), ask every MLLM the
     classification question (classify runs under ``out/classify``, for ``P_final``), probe, score
     and report into ``out``. Returns the report dict.
 
@@ -383,6 +381,7 @@ def compare(
     """
     from .classify import MODES, classify, supports_score
     from ..features.extract import extract
+    from ..models.prepare import options_of
     from ..models.zoo import get_card
 
     if not models:
@@ -390,21 +389,21 @@ def compare(
     if classify_mode is not None and classify_mode not in MODES:
         raise MedprobeError(f"unknown classify mode {classify_mode!r}; choose one of {list(MODES)} or None")
     out = Path(out)
-    options = dict(load_options or {})
+    load = options_of(load, load_fields)
     runs: list[Any] = []
     for ref in models:
         runs.append(
-            extract(ref, dataset, out / "runs", layers=layers, readouts=readouts, batch_size=batch_size, device=device,
-                    dtype=dtype, limit=limit, tiny=tiny, seed=seed, progress=progress, **options)
+            extract(ref, dataset, out / "runs", layers=layers, readouts=readouts, batch_size=batch_size, limit=limit,
+                    progress=progress, load=load)
         )
         card = get_card(ref)
         if classify_mode is not None and card.kind == "mllm":
             mode = classify_mode if classify_mode != "score" or supports_score(card) else "generate"
             runs.append(
-                classify(ref, dataset, out / "classify", mode=mode, tiny=tiny, batch_size=batch_size, limit=limit,
-                         device=device, dtype=dtype, seed=seed, progress=progress, **options)
+                classify(ref, dataset, out / "classify", mode=mode, batch_size=batch_size, limit=limit, progress=progress,
+                         load=load)
             )
-    return report_runs(runs, out, probes=probes, seed=seed, title=f"medprobe comparison on {dataset}")
+    return report_runs(runs, out, probes=probes, seed=load.seed, title=f"medprobe comparison on {dataset}")
 
 
 def demo(
@@ -419,5 +418,7 @@ def demo(
     embedded synthetic dataset (``dataset``: another synthetic spec, e.g. a smaller one), with
     ``P_final`` from classify runs of the MLLMs. Every output is marked synthetic: it checks the
     pipeline only."""
-    return compare(list(DEMO_MODELS), dataset or DEMO_DATASET, out, tiny=True, probes=probes, batch_size=16,
-                   progress=progress, classify_mode=classify_mode)
+    from ..models.prepare import LoadOptions
+
+    return compare(list(DEMO_MODELS), dataset or DEMO_DATASET, out, load=LoadOptions(tiny=True), probes=probes,
+                   batch_size=16, progress=progress, classify_mode=classify_mode)

@@ -35,6 +35,7 @@ _API: dict[str, str] = {
     "list_models": "medprobe.api:list_models",
     "get_card": "medprobe.api:get_card",
     "layer_map": "medprobe.api:layer_map",
+    "full_size": "medprobe.api:full_size",
     "load": "medprobe.api:load",
     # datasets
     "list_datasets": "medprobe.api:list_datasets",

@@ -59,6 +59,30 @@ class LoadedModel:
         return self.weights.startswith(("tiny-random", "random"))
 
 
+@dataclass(frozen=True)
+class ImageTokens:
+    """How many positions one image occupies at each stage, at the card's probing resolution.
+
+    ``image_size``: the side (px) of the square the processor feeds the tower; ``vision``: tokens
+    in a vision block's output per image (patches plus ``prefix`` CLS-like tokens); ``connector``:
+    tokens the connector outputs per image; ``llm``: image-token positions per image in the
+    sequence the LLM receives; ``rule``: the formula, in words, with the settings it used.
+    """
+
+    image_size: int
+    vision: int
+    connector: int
+    llm: int
+    prefix: int = 0
+    rule: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "image_size": self.image_size, "vision": self.vision, "prefix": self.prefix,
+            "connector": self.connector, "llm": self.llm, "rule": self.rule,
+        }
+
+
 @dataclass
 class Batch:
     """Model inputs for a batch of B images plus what the readouts need to pool.
@@ -97,6 +121,10 @@ class ModelAdapter:
     has_text_tower: bool = False
     #: implements :meth:`card_for_name` (``family:NAME`` references make an ad-hoc card)
     names_ad_hoc_models: bool = False
+    #: builds its full-size model on the meta device from a published ``config.json``
+    #: (:mod:`medprobe.models.meta`): implements :meth:`meta_config`, :meth:`meta_model`,
+    #: :meth:`image_tokens` and :meth:`published_processor`
+    meta_capable: bool = False
 
     # -- layer map ---------------------------------------------------------------------------
     def layer_groups(self, card: ModelCard, config: Any) -> Sequence[LayerGroup]:
@@ -124,6 +152,29 @@ class ModelAdapter:
         """Whether a local checkpoint directory whose ``config.json`` is ``config`` is of this
         family (``medprobe --model DIR`` asks every family). Default: no."""
         return False
+
+    # -- full size without weights (capability ``meta_capable``) -------------------------------
+
+    def meta_config(self, card: ModelCard, config: Mapping[str, Any]) -> Any:
+        """The library config object (e.g. a ``PretrainedConfig``) for the published
+        ``config.json`` dict ``config`` of ``card``, read as ``from_pretrained`` would read it."""
+        raise NotImplementedError
+
+    def meta_model(self, card: ModelCard, config: Any) -> Any:
+        """The full-size model of the card's class built from ``config`` with parameters on the
+        meta device (no memory, no weights)."""
+        raise NotImplementedError
+
+    def image_tokens(self, card: ModelCard, config: Any, processor: Mapping[str, Any] | None) -> ImageTokens:
+        """Image positions per image at each stage for the card's probing resolution, from the
+        model config and the published processor settings (``None`` when none were published)."""
+        raise NotImplementedError
+
+    def published_processor(self, card: ModelCard, config: Any, processor: Mapping[str, Any] | None) -> Any:
+        """A processor whose image side is built from the published processor settings, with the
+        family's offline word tokenizer (no download): what :meth:`preprocess` uses to check the
+        image-token positions of the real settings."""
+        raise NotImplementedError
 
     # -- loading -----------------------------------------------------------------------------
     def build_tiny(self, card: ModelCard, seed: int = 0) -> LoadedModel:
@@ -176,7 +227,8 @@ class ModelAdapter:
 
     def capabilities(self) -> dict[str, bool]:
         return {"scores_answers": self.scores_answers, "encodes_images": self.encodes_images,
-                "has_text_tower": self.has_text_tower, "names_ad_hoc_models": self.names_ad_hoc_models}
+                "has_text_tower": self.has_text_tower, "names_ad_hoc_models": self.names_ad_hoc_models,
+                "meta_capable": self.meta_capable}
 
     def describe(self) -> dict[str, Any]:
         return {"family": self.family, "version": self.version, "needs_remote_code": self.needs_remote_code,

@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .cards import ModelCard
     from .datasets import Dataset
     from .layermap import LayerMap
+    from .models.meta import MetaModel
     from .plugins import PluginError, PluginInfo
     from .features.store import Run
 
@@ -113,6 +114,19 @@ def layer_map(ref: str, *, tiny: bool = False, select: str | Sequence[str] | Non
     if select is not None:
         lmap = replace(lmap, layers=tuple(lmap.select(select)))
     return lmap
+
+
+def full_size(ref: str) -> "MetaModel":
+    """The card's full-size model built from its published ``config.json`` on the meta device
+    (``medprobe models layers REF`` without ``--tiny``): ``.layer_map``, ``.parameters``,
+    ``.stage_parameters``, ``.image_tokens``, ``.published`` (where the config was read). No
+    weights, no download; :func:`medprobe.grid.resources.extraction_estimate` gives the store size
+    and GPU memory of an extraction (``--n`` / ``--dataset``)."""
+    from .models.meta import build_meta
+    from .models.zoo import get_adapter
+
+    card = get_card(ref)
+    return build_meta(card, get_adapter(card.family))
 
 
 def load(

@@ -62,6 +62,10 @@ class ModelCard:
     in_paper: bool = False
     #: card id of the general base model this checkpoint was tuned from
     base_model: str | None = None
+    #: ``"package:path/to/file.json"``: package data holding the published ``config.json`` (and
+    #: processor settings) the full-size layer map is built from on the meta device
+    #: (:mod:`medprobe.models.meta`); the file names whose config it is and where it was read
+    published_config: str | None = None
     #: adapter-specific settings (timm name, vision_feature_layer, fixed resolution, ...)
     settings: Mapping[str, Any] = field(default_factory=dict)
     #: fact name -> source of that fact
@@ -81,6 +85,8 @@ class ModelCard:
             problems.append("family (adapter) is required")
         if self.loader not in LOADERS:
             problems.append(f"loader {self.loader!r} must be one of {LOADERS}")
+        if self.published_config is not None and ":" not in self.published_config:
+            problems.append(f"published_config {self.published_config!r} must read 'package:path/to/file.json'")
         if problems:
             raise CardError(f"card '{self.id}': " + "; ".join(problems))
 

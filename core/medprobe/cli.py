@@ -68,16 +68,19 @@ def cli() -> None:
     """
 
 
-_PLUGIN_COMMANDS_ADDED = False
+_COMMANDS_FROM: object | None = None  # the plugin state whose commands are on ``cli``
 
 
 def _add_plugin_commands() -> None:
-    global _PLUGIN_COMMANDS_ADDED
-    if _PLUGIN_COMMANDS_ADDED:
-        return
-    _PLUGIN_COMMANDS_ADDED = True
-    from .plugins import register_commands
+    """Let the loaded plugins add their commands (again when the plugin set was reloaded, e.g. with
+    other MEDPROBE_LOAD_PLUGINS / MEDPROBE_BLOCK_PLUGINS)."""
+    global _COMMANDS_FROM
+    from .plugins import get_plugins, register_commands
 
+    state = get_plugins()
+    if state is _COMMANDS_FROM:
+        return
+    _COMMANDS_FROM = state
     register_commands(cli)
 
 

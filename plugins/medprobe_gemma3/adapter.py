@@ -1,6 +1,7 @@
 """Gemma 3 adapter (MedGemma 4B / 27B multimodal, Gemma-3-4B).
 
-Layer map (candidate paths, first match wins; layer-maps.md §2.4 / §8):
+Layer map (candidate paths, first match wins; module names of transformers 5.24.0
+``models/gemma3/modeling_gemma3.py`` and ``models/siglip/modeling_siglip.py``, and of 4.51's):
 
 =========  ====================================  ==============================================  ======
 stage      transformers >= 5.6                   4.52 - 5.5  /  <= 4.51                          layout
@@ -22,12 +23,12 @@ bidirectional attention among image tokens.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from transformers import Gemma3Config, Gemma3ImageProcessor, Gemma3Processor, Gemma3TextConfig, SiglipVisionConfig
 
-from medprobe.adapter import LoadedModel
+from medprobe.adapter import AdapterError, ImageTokens, LoadedModel
 from medprobe.cards import ModelCard
 from medprobe.models.hf.stock import StockMLLMAdapter, adds_special_tokens, config_int
 from medprobe.models.hf.tokenizer import build_word_tokenizer
@@ -115,6 +116,60 @@ class Gemma3Adapter(StockMLLMAdapter):
             image_token_index=tok.image_token_id,
             boi_token_index=tok.boi_token_id,
             eoi_token_index=tok.eoi_token_id,
+        )
+
+    # -- full size on the meta device ----------------------------------------------------------
+    meta_capable = True
+
+    def meta_config(self, card: ModelCard, config: Mapping[str, Any]) -> Any:
+        from medprobe.models.meta import config_from_dict
+
+        if config.get("model_type") not in self.model_types:
+            raise AdapterError(
+                f"published config of card '{card.id}': model_type {config.get('model_type')!r} is not one of "
+                f"{list(self.model_types)} (family 'gemma3')"
+            )
+        return config_from_dict(Gemma3Config, config, f"published config of card '{card.id}'")
+
+    def meta_model(self, card: ModelCard, config: Any) -> Any:
+        from medprobe.models.meta import instantiate_on_meta
+
+        return instantiate_on_meta(self.model_class(card), config)
+
+    def image_tokens(self, card: ModelCard, config: Any, processor: Mapping[str, Any] | None) -> ImageTokens:
+        """SigLIP at s = ``vision_config.image_size``, patch p: (s/p)² patch tokens per image (no
+        CLS); the projector average-pools them to ``mm_tokens_per_image`` soft tokens, which is
+        also the number of ``<image_soft_token>`` positions the processor expands per image."""
+        vc = config.vision_config
+        side, patch = int(vc.image_size), int(vc.patch_size)
+        soft = int(config.mm_tokens_per_image)
+        where = f"card '{card.id}'"
+        wanted = card.setting("image_size")
+        if wanted is not None and int(wanted) != side:
+            raise AdapterError(f"{where}: setting image_size {wanted} differs from vision_config.image_size {side}")
+        if processor:
+            size = processor.get("size") or {}
+            if size and (int(size.get("height", side)), int(size.get("width", side))) != (side, side):
+                raise AdapterError(f"{where}: processor size {size} differs from vision_config.image_size {side}")
+            seq = processor.get("image_seq_length")
+            if seq is not None and int(seq) != soft:
+                raise AdapterError(f"{where}: processor image_seq_length {seq} differs from mm_tokens_per_image {soft}")
+        grid = side // patch
+        return ImageTokens(
+            image_size=side, vision=grid * grid, connector=soft, llm=soft,
+            rule=f"({side}/{patch})² = {grid * grid} SigLIP patches, pooled to mm_tokens_per_image = {soft} soft tokens",
+        )
+
+    def published_processor(self, card: ModelCard, config: Any, processor: Mapping[str, Any] | None) -> Any:
+        """The offline word tokenizer with a ``Gemma3ImageProcessor`` from the published settings
+        (size, mean / std, resample) and the published ``image_seq_length``."""
+        proc = self.tiny_processor(card)
+        keys = ("size", "image_mean", "image_std", "resample", "rescale_factor", "do_normalize", "do_rescale", "do_resize")
+        settings = {k: processor[k] for k in keys if processor and processor.get(k) is not None}
+        seq = int((processor or {}).get("image_seq_length") or config.mm_tokens_per_image)
+        return Gemma3Processor(
+            image_processor=Gemma3ImageProcessor(**settings), tokenizer=proc.tokenizer, image_seq_length=seq,
+            chat_template=TINY_CHAT_TEMPLATE,
         )
 
     # -- inputs --------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ Hulu-Med's model code is not in transformers: loading needs ``trust_remote_code=
 refused without it. Without the code no tiny model can be built, so the layer map is validated
 against module listings recorded from the published code (:mod:`medprobe_hulumed.listing`).
 
-Layer map (model-facts.md §2.2):
+Layer map (module nesting of the published remote code: ZJUI-AI4H/Hulu-Med src/hulumed/model @a0060ad
+and its HF-format copy AdvancingEther/Hulu-Med MedUniEval/models/HuluMed_Qwen2/hulumed_src @829e163):
 
 =========  ===========================================  ======  ==========================================
 stage      path                                         layout  count / width

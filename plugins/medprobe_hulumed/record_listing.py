@@ -1,6 +1,6 @@
 """Regenerate the packaged Hulu-Med module listings: ``python -m medprobe_hulumed.record_listing``.
 
-What the names reflect (model-facts.md §2.2-2.5):
+What the names reflect (public sources named per item):
 
 * module nesting of the HF-format remote code: ``HulumedQwen{2,3}ForCausalLM`` holds
   ``model = HulumedQwen{2,3}Model`` (a stock ``Qwen{2,3}Model`` whose ``__init__`` then adds

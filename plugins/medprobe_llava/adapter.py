@@ -1,7 +1,8 @@
 """LLaVA adapter (``LlavaForConditionalGeneration``: LLaVA-1.5, LLaVA-Med-hf, HuatuoGPT-Vision-hf,
 BiMediX2-8B-hf), text model Llama, Mistral or Qwen2.
 
-Layer map (candidate paths, first match wins; layer-maps.md §2.1 / §8):
+Layer map (candidate paths, first match wins; module names of transformers 5.24.0
+``models/llava/modeling_llava.py`` and ``models/clip/modeling_clip.py``, and of 4.51's):
 
 =========  ======================================  ==============================================  ======
 stage      transformers >= 5.6                     4.52 - 5.5  /  <= 4.51                          layout
@@ -29,7 +30,7 @@ from typing import Any, Mapping, Sequence
 
 from transformers import CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaProcessor, MistralConfig, Qwen2Config
 
-from medprobe.adapter import AdapterError
+from medprobe.adapter import AdapterError, ImageTokens
 from medprobe.cards import ModelCard
 from medprobe.models.hf.loading import PretrainedSource
 from medprobe.models.hf.stock import StockMLLMAdapter, config_int
@@ -203,6 +204,87 @@ class LlavaAdapter(StockMLLMAdapter):
         extra = super().loaded_extra(card, model, processor, options)
         extra["image_size"] = model.config.vision_config.image_size
         return extra
+
+    # -- full size on the meta device ----------------------------------------------------------
+    meta_capable = True
+
+    def meta_config(self, card: ModelCard, config: Mapping[str, Any]) -> Any:
+        """A stock ``LlavaConfig``: read as is for ``model_type`` llava; an original LLaVA-code
+        config (``llava_llama`` / ``llava_mistral`` / ``llava_qwen2``) is mapped as the converter
+        (``medprobe convert llava-original``) maps it: text config from its fields, the CLIP tower
+        named by ``mm_vision_tower``, ``mm_vision_select_layer`` / ``_feature`` as the feature layer
+        and strategy. The converted vocabulary is the published ``vocab_size`` (the converter adds
+        ``<image>`` / pad rows only when the tokenizer fills it)."""
+        from medprobe.models.meta import config_from_dict
+
+        where = f"published config of card '{card.id}'"
+        if config.get("model_type") == "llava":
+            return config_from_dict(LlavaConfig, config, where)
+        from medprobe_llava.convert import ConversionError, is_original_config, mm_settings, text_config_from_original, vision_config_for
+
+        if not is_original_config(config):
+            raise AdapterError(f"{where}: model_type {config.get('model_type')!r} is neither llava nor an original LLaVA-code type")
+        try:
+            settings = mm_settings(config, where)
+            text, _ = text_config_from_original(config, where)
+            vision, _ = vision_config_for(config, {}, None, where)
+        except ConversionError as exc:
+            raise AdapterError(str(exc)) from None
+        tied = bool(config.get("tie_word_embeddings", False))
+        text.tie_word_embeddings = tied
+        patches = (vision.image_size // vision.patch_size) ** 2
+        return LlavaConfig(
+            vision_config=vision, text_config=text,
+            vision_feature_layer=settings["vision_feature_layer"],
+            vision_feature_select_strategy=settings["strategy"],
+            image_seq_length=patches if settings["strategy"] == "default" else patches + 1,
+            projector_hidden_act="gelu", tie_word_embeddings=tied,
+        )
+
+    def meta_model(self, card: ModelCard, config: Any) -> Any:
+        from medprobe.models.meta import instantiate_on_meta
+
+        return instantiate_on_meta(self.model_class(card), config)
+
+    def image_tokens(self, card: ModelCard, config: Any, processor: Mapping[str, Any] | None) -> ImageTokens:
+        """CLIP at s = ``vision_config.image_size``, patch p: (s/p)² patches + CLS in the blocks;
+        the projector gets (s/p)² tokens (strategy ``default`` drops CLS; ``full`` keeps it) and the
+        processor expands ``<image>`` to the same number of positions."""
+        vc = config.vision_config
+        side, patch = int(vc.image_size), int(vc.patch_size)
+        strategy = getattr(config, "vision_feature_select_strategy", DEFAULT_STRATEGY)
+        prefix = cls_tokens(getattr(vc, "model_type", None), strategy)
+        where = f"card '{card.id}'"
+        wanted = card.setting("image_size")
+        if wanted is not None and int(wanted) != side:
+            raise AdapterError(f"{where}: setting image_size {wanted} differs from vision_config.image_size {side}")
+        if processor:
+            crop = processor.get("crop_size") or {}
+            if crop and (int(crop.get("height", side)), int(crop.get("width", side))) != (side, side):
+                raise AdapterError(f"{where}: processor crop_size {crop} differs from vision_config.image_size {side}")
+        grid = (side // patch) ** 2
+        fed = grid if strategy == "default" else grid + prefix
+        return ImageTokens(
+            image_size=side, vision=grid + prefix, prefix=prefix, connector=fed, llm=fed,
+            rule=f"({side}/{patch})² = {grid} patches + {prefix} CLS; strategy '{strategy}' feeds {fed}",
+        )
+
+    def published_processor(self, card: ModelCard, config: Any, processor: Mapping[str, Any] | None) -> Any:
+        """The offline word tokenizer with a ``CLIPImageProcessor`` from the published settings
+        (else resize / crop at the tower's image size) and the model's patch size and strategy."""
+        proc = self.tiny_processor(card)
+        side = int(config.vision_config.image_size)
+        keys = ("size", "crop_size", "image_mean", "image_std", "resample", "do_center_crop", "rescale_factor")
+        settings = {k: processor[k] for k in keys if processor and processor.get(k) is not None}
+        settings.setdefault("size", {"shortest_edge": side})
+        settings.setdefault("crop_size", {"height": side, "width": side})
+        strategy = getattr(config, "vision_feature_select_strategy", DEFAULT_STRATEGY)
+        return LlavaProcessor(
+            image_processor=CLIPImageProcessor(**settings), tokenizer=proc.tokenizer,
+            patch_size=int(config.vision_config.patch_size), vision_feature_select_strategy=strategy,
+            num_additional_image_tokens=cls_tokens(getattr(config.vision_config, "model_type", None), strategy),
+            chat_template=TINY_CHAT_TEMPLATE,
+        )
 
     # -- inputs --------------------------------------------------------------------------------
     def image_placeholder(self, processor: Any) -> str:

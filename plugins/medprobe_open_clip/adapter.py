@@ -61,7 +61,7 @@ from medprobe_timm.api import find_weight_file, plan_timm_layers, probe_forward,
 
 FIX_HINT = "pass --weights PATH (an open_clip checkpoint file, or a folder with open_clip_config.json) or --random-init"
 #: model configs of hub-hosted open_clip models, for tiny builds when the hub config is not cached.
-#: BiomedCLIP: layer-maps.md §9 (copy of the hub's open_clip_config.json): timm trunk
+#: BiomedCLIP: the hub's open_clip_config.json (huggingface.co/microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224): timm trunk
 #: vit_base_patch16_224, timm_pool '', timm_proj 'linear', embed_dim 512, 224 px; its text tower
 #: (a Hugging Face BERT, context 256) is replaced by a tiny CLIP text tower in tiny builds anyway.
 KNOWN_HUB_CONFIGS: dict[str, dict[str, Any]] = {

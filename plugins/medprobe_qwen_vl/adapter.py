@@ -1,6 +1,8 @@
 """Qwen2-VL and Qwen2.5-VL adapters (MedVLM-R1, Lingshu, HuatuoGPT-Vision-Qwen2.5VL, ShizhenGPT-VL).
 
-Layer map (candidate paths, first match wins; layer-maps.md §2.3 / §8):
+Layer map (candidate paths, first match wins; module names of transformers 5.24.0
+``models/qwen2_vl/modeling_qwen2_vl.py`` and ``models/qwen2_5_vl/modeling_qwen2_5_vl.py``, and of
+4.51's, where the vision tower sat at ``visual``):
 
 =========  ===================================  =========================  ==========
 stage      transformers >= 4.52 (incl. 5.x)     <= 4.51                    layout
@@ -39,7 +41,7 @@ from transformers import (
 
 from transformers.image_utils import SizeDict
 
-from medprobe.adapter import AdapterError, LoadedModel
+from medprobe.adapter import AdapterError, ImageTokens, LoadedModel
 from medprobe.cards import ModelCard
 from medprobe.models.hf.stock import StockMLLMAdapter
 from medprobe.models.hf.tokenizer import build_word_tokenizer
@@ -182,6 +184,61 @@ class _QwenVLAdapter(StockMLLMAdapter):
             "image_tokens": (side // unit) ** 2,
         }
 
+    # -- full size on the meta device ----------------------------------------------------------
+    meta_capable = True
+    config_class: type = Qwen2VLConfig
+
+    def meta_config(self, card: ModelCard, config: Mapping[str, Any]) -> Any:
+        from medprobe.models.meta import config_from_dict
+
+        if config.get("model_type") not in self.model_types:
+            raise AdapterError(
+                f"published config of card '{card.id}': model_type {config.get('model_type')!r} is not one of "
+                f"{list(self.model_types)} (family '{self.family}')"
+            )
+        return config_from_dict(self.config_class, config, f"published config of card '{card.id}'")
+
+    def meta_model(self, card: ModelCard, config: Any) -> Any:
+        from medprobe.models.meta import instantiate_on_meta
+
+        return instantiate_on_meta(self.model_class(card), config)
+
+    def image_tokens(self, card: ModelCard, config: Any, processor: Mapping[str, Any] | None) -> ImageTokens:
+        """At side s (card ``image_size``), patch p, merge m: (s/p)² packed patches per image in the
+        vision blocks (one temporal patch: the image is repeated ``temporal_patch_size`` times),
+        (s/(p*m))² merged tokens from the merger, the same count of ``<|image_pad|>`` positions."""
+        side = _probe_size(card, {})
+        vc = config.vision_config
+        patch, merge = int(vc.patch_size), int(vc.spatial_merge_size)
+        where = f"card '{card.id}'"
+        if processor:
+            for key, value in (("patch_size", patch), ("merge_size", merge)):
+                if key in processor and int(processor[key]) != value:
+                    raise AdapterError(f"{where}: processor {key} {processor[key]} differs from the model config ({value})")
+            lo, hi = processor.get("min_pixels"), processor.get("max_pixels")
+            if lo is not None and hi is not None and not int(lo) <= side * side <= int(hi):
+                raise AdapterError(
+                    f"{where}: image_size {side}² = {side * side} px lies outside the processor's pixel bounds [{lo}, {hi}]"
+                )
+        unit = patch * merge
+        if side % unit:
+            raise AdapterError(f"{where}: image_size {side} is not a multiple of patch_size*spatial_merge_size = {unit}")
+        grid = side // patch
+        merged = (side // unit) ** 2
+        return ImageTokens(
+            image_size=side, vision=grid * grid, connector=merged, llm=merged,
+            rule=f"({side}/{patch})² = {grid * grid} packed patches; {merge}x{merge} merge -> ({side}/{unit})² = {merged} tokens",
+        )
+
+    def published_processor(self, card: ModelCard, config: Any, processor: Mapping[str, Any] | None) -> Any:
+        """The offline word tokenizer with a ``Qwen2VLImageProcessor`` built from the published
+        settings (pixel bounds, patch, merge, mean / std), then fixed at ``image_size``² pixels."""
+        proc = self.tiny_processor(card)
+        keys = ("min_pixels", "max_pixels", "patch_size", "temporal_patch_size", "merge_size", "image_mean", "image_std")
+        settings = {k: processor[k] for k in keys if processor and k in processor}
+        proc.image_processor = Qwen2VLImageProcessor(**settings)
+        return self.configure_processor(card, proc, {})
+
     # -- inputs --------------------------------------------------------------------------------
     def image_placeholder(self, processor: Any) -> str:
         tok = processor.tokenizer
@@ -224,6 +281,7 @@ class Qwen2VLAdapter(_QwenVLAdapter):
     vision_width = "vision_config.embed_dim"
     connector_width = "vision_config.hidden_size"
     processor_class = Qwen2VLProcessor
+    config_class = Qwen2VLConfig
 
     def tiny_config(self, card: ModelCard, processor: Any) -> Any:
         tok = processor.tokenizer
@@ -244,6 +302,7 @@ class Qwen25VLAdapter(_QwenVLAdapter):
     vision_width = "vision_config.hidden_size"
     connector_width = "vision_config.out_hidden_size"
     processor_class = Qwen2_5_VLProcessor
+    config_class = Qwen2_5_VLConfig
 
     def tiny_config(self, card: ModelCard, processor: Any) -> Any:
         tok = processor.tokenizer

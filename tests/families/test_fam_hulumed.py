@@ -12,7 +12,7 @@ from medprobe.layermap import LayerMapError, resolve_layer_map
 from medprobe_hulumed.adapter import REMOTE_CODE_REFUSAL, variant_of
 from medprobe_hulumed.listing import available_variants, listing_file, load_listing
 
-#: variant -> (LLM type, decoder layers, LLM width)  [model-facts.md §2.5]
+#: variant -> (LLM type, decoder layers, LLM width)  [sources: zoo/medprobe_zoo/cards/mllm_hulumed.toml]
 SIZES = {"4b": ("qwen3", 36, 2560), "7b": ("qwen2", 28, 3584), "14b": ("qwen3", 40, 5120), "32b": ("qwen2", 64, 5120)}
 
 

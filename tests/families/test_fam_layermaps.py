@@ -123,7 +123,7 @@ def test_llm_hooks_equal_hidden_states(case):
 
 
 def _older_layout(name: str, case: str, version: str) -> str:
-    """Rename a 5.24 module name to its 4.52-5.5 or <= 4.51 form (layer-maps.md §2)."""
+    """Rename a 5.24 module name to its 4.52-5.5 or <= 4.51 form (the module names of transformers 4.52-5.5 and <= 4.51)."""
     if case.startswith("qwen"):
         if version == "4.51":
             if name.startswith("model.visual"):

@@ -189,7 +189,7 @@ def test_unverified_and_sources_name_real_fields(cards):
 
 
 def test_study_unverified_facts_are_marked(cards):
-    # facts the study (model-facts.md §9, layer-maps.md §10) could not confirm
+    # facts no public source read so far confirms
     assert {"hub_id", "architecture"} <= set(cards["medsiglip-448"].unverified)
     assert "architecture" in cards["medgemma-27b"].unverified
     assert "architecture" in cards["medgemma-1.5-4b"].unverified

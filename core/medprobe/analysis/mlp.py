@@ -1,6 +1,6 @@
 """The ``mlp`` probe: the paper's two-layer MLP head, all layers (and label sets) trained at once.
 
-Recipe (paper, §4 of ``study/paper.md``): Linear(D, H) -> ReLU -> Dropout(0.1) -> Linear(H, K),
+Recipe (the feature-probing protocol of arXiv 2604.08333): Linear(D, H) -> ReLU -> Dropout(0.1) -> Linear(H, K),
 AdamW (lr 1e-4, weight decay 0.01 = torch's default, the paper states none), cosine schedule with
 linear warmup over the first 5% of steps (as ``transformers.get_cosine_schedule_with_warmup``),
 20 epochs, mini-batches of 4, backbone frozen. Choices the paper leaves open, made here:

@@ -1,7 +1,9 @@
 """What one grid job asks of the machine: GPUs, CPUs, memory, wall time; size strings.
 
 Sizes are written ``"64GB"`` (powers of 1000), ``"60GiB"`` (powers of 1024) or a bare number of
-GB; times as minutes (``90``), ``"90m"``, ``"2h"`` or ``"HH:MM:SS"``. Imports no torch.
+GB; times as minutes (``90``), ``"90m"``, ``"2h"`` or ``"HH:MM:SS"``. What an extraction needs
+(feature-store bytes, GPU memory of one batch) is estimated here from a full-size model on the
+meta device (:mod:`medprobe.models.meta`). Imports no torch.
 """
 
 from __future__ import annotations
@@ -135,3 +137,119 @@ class Resources:
         if self.memory:
             parts.append(f"{self.memory / 10**9:g} GB")
         return ", ".join(parts)
+
+
+# -- what an extraction needs -------------------------------------------------------------------
+#: bytes per element of the dtypes a model runs in
+_DTYPE_BYTES = {"float32": 4, "fp32": 4, "float16": 2, "fp16": 2, "half": 2, "bfloat16": 2, "bf16": 2, "float64": 8}
+#: captured readouts are stored as float32
+FEATURE_BYTES = 4
+
+
+def dtype_bytes(dtype: str) -> int:
+    """Bytes per element of ``dtype`` (``"bfloat16"`` -> 2); an unknown name raises naming it."""
+    key = str(dtype).lower().replace("torch.", "")
+    if key not in _DTYPE_BYTES:
+        raise ResourceError(f"dtype {dtype!r}: unknown; use one of {sorted(set(_DTYPE_BYTES))}")
+    return _DTYPE_BYTES[key]
+
+
+def feature_store_bytes(n: int, per_layer: Sequence[tuple[int | None, int]]) -> int | None:
+    """Size of a run's feature files: ``n`` samples x sum over layers of (width x readouts) x 4
+    bytes. ``per_layer``: ``(width, number of readouts captured there)``; ``None`` when a layer
+    declares no width."""
+    total = 0
+    for width, count in per_layer:
+        if width is None:
+            return None
+        total += int(width) * int(count)
+    return int(n) * total * FEATURE_BYTES
+
+
+def extraction_memory_bytes(
+    *,
+    parameters: int,
+    dtype: str,
+    batch_size: int,
+    blocks: Sequence[tuple[int, int, int]],
+    per_layer: Sequence[tuple[int | None, int]],
+) -> dict[str, int]:
+    """GPU memory of one extraction batch (an estimate from shapes, not a measurement).
+
+    ``weights`` = parameters x dtype bytes. ``activations`` = batch x the largest, over the hooked
+    blocks ``(tokens per row, width, widest linear output)``, of tokens x (3 x width + 2 x widest)
+    x dtype bytes: the residual stream, the normalised input and the block output, plus the two
+    widest MLP intermediates (gate and up), alive at once inside one block; attention is assumed
+    fused (SDPA / flash: no tokens x tokens score matrix) and no full-vocabulary logits are made.
+    ``features`` = batch x sum over layers of (width x readouts) x 4 bytes of readouts held before
+    they are written. ``total`` is their sum.
+    """
+    if batch_size < 1:
+        raise ResourceError(f"batch size must be >= 1, got {batch_size}")
+    b = dtype_bytes(dtype)
+    weights = int(parameters) * b
+    peak = max((t * (3 * w + 2 * max(wide, w)) for t, w, wide in blocks), default=0)
+    activations = batch_size * peak * b
+    features = batch_size * sum(int(w or 0) * int(c) for w, c in per_layer) * FEATURE_BYTES
+    return {
+        "weights_bytes": weights, "activation_bytes": activations, "feature_buffer_bytes": features,
+        "gpu_bytes": weights + activations + features,
+    }
+
+
+def format_count(n: int) -> str:
+    """A parameter count as a short string: ``8.29B``, ``676.6M``, ``12.3K``."""
+    for unit, scale in (("B", 10**9), ("M", 10**6), ("K", 10**3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{unit}" if unit == "B" else f"{n / scale:.1f}{unit}"
+    return str(n)
+
+
+def stage_tokens(meta: Any, text_tokens: int) -> dict[str, int]:
+    """Tokens per image row seen by each stage: vision blocks, connector output, LLM layers
+    (image positions plus ``text_tokens`` prompt positions)."""
+    it = meta.image_tokens
+    return {"vision": it.vision, "connector": it.connector, "llm": it.llm + text_tokens}
+
+
+def extraction_estimate(
+    meta: Any,
+    *,
+    n: int | None,
+    dtype: str = "bfloat16",
+    batch_size: int = 8,
+    layers: str | Sequence[str] | None = None,
+    readouts: str | Sequence[str] | None = None,
+    text_tokens: int = 64,
+) -> dict[str, Any]:
+    """Feature-store size for ``n`` samples and the GPU memory one extraction batch needs.
+
+    ``meta``: a :class:`medprobe.models.meta.MetaModel`. See :func:`extraction_memory_bytes` for
+    the memory formula; the feature-store size is :func:`feature_store_bytes` over the selected
+    layers and the readouts that apply to each. Estimates from shapes, not measurements.
+    """
+    from ..models.meta import widest_linear
+    from ..features.readouts import applicable, parse_readouts
+
+    chosen = meta.layer_map.select(layers)
+    wanted = parse_readouts(readouts)
+    per_layer = [(s.width, len(applicable(s, wanted))) for s in chosen]
+    tokens = stage_tokens(meta, text_tokens)
+    blocks = []
+    for s in chosen:
+        module = meta.model.get_submodule(s.path)
+        blocks.append((tokens.get(s.stage, tokens["llm"]), int(s.width or 0), widest_linear(module)))
+    memory = extraction_memory_bytes(
+        parameters=meta.parameters, dtype=dtype, batch_size=batch_size, blocks=blocks, per_layer=per_layer,
+    )
+    return {
+        "samples": n,
+        "layers": len(chosen),
+        "readouts": list(wanted),
+        "dtype": dtype,
+        "dtype_bytes": dtype_bytes(dtype),
+        "batch_size": batch_size,
+        "text_tokens_assumed": text_tokens,
+        "feature_store_bytes": feature_store_bytes(n, per_layer) if n is not None else None,
+        **memory,
+    }

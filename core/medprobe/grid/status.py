@@ -12,13 +12,15 @@ tiny model, which is cheap); real-weight jobs take the key their worker recorded
 checkpoint was loaded (a key needs the checkpoint's preprocessing and layer map).
 
 Size estimate = N samples x sum over selected layers of (width x readouts) x 4 bytes, with widths
-from the planned (tiny) layer map, else from the recorded run or its plan, else from the layer
-listing recorded for remote-code families; ``?`` when none is known yet.
+from the planned (tiny) layer map, else from the recorded run or its plan, else from the real
+layer map built without weights (the card's published config on the meta device, or the listing
+recorded for remote-code families); ``?`` when none is known yet.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -111,25 +113,73 @@ def _plan_tiny(job: Job, exp: Experiment, cache: _PlanCache, adapter: Path | Non
                         prompt=spec["prompt"], load_options=spec["load"])
 
 
-def _listing_estimate(job: Job, rows: int | None) -> int | None:
-    """Estimate from a remote-code family's recorded module listing (real config, no weights)."""
+@lru_cache(maxsize=32)
+def _meta_model(card_id: str) -> Any:
+    """The card's full-size model on the meta device (once per card and process)."""
+    from ..models.meta import build_meta
     from ..models.zoo import get_adapter, get_card
 
+    card = get_card(card_id)
+    return build_meta(card, get_adapter(card.family))
+
+
+def _meta_layer_map(card_id: str) -> Any:
+    return _meta_model(card_id).layer_map
+
+
+def _uses_meta_map(job: Job) -> bool:
+    """A real-weight job of the card's own checkpoint whose card has a published config."""
+    from ..models.zoo import get_adapter, get_card
+
+    if job.tiny:
+        return False
+    card = get_card(job.model.ref)
+    return bool(get_adapter(card.family).meta_capable and card.published_config
+                and not (job.spec.get("load") or {}).get("source"))
+
+
+def _gpu_note(job: Job, rows: int | None) -> str:
+    """``GPU ~X at DTYPE, batch B (estimate)`` for a real-weight MLLM job, from the meta-device
+    model; dtype ``auto`` is taken as bfloat16 on a GPU and float32 on ``device = "cpu"`` (then
+    the note says ``memory``)."""
+    from .resources import extraction_estimate, format_size
+
+    device = str(job.spec.get("device") or "auto")
+    on_cpu = device == "cpu"
+    dtype = job.spec.get("dtype") or "auto"
+    if dtype == "auto":
+        dtype = "float32" if on_cpu else "bfloat16"  # what resolve_dtype gives on the CPU / a CUDA device
+    dtype = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}.get(dtype, dtype)
+    from ..models.zoo import get_card
+
+    est = extraction_estimate(_meta_model(get_card(job.model.ref).id), n=rows, dtype=dtype, batch_size=int(job.spec["batch_size"]),
+                              layers=job.spec["layers"], readouts=job.spec["readouts"])
+    where = "memory" if on_cpu else "GPU"
+    return f"{where} ~{format_size(est['gpu_bytes'])} at {dtype}, batch {job.spec['batch_size']} (estimate)"
+
+
+def _listing_estimate(job: Job, rows: int | None) -> int | None:
+    """Estimate from the real layer map without weights: the card's published config built on the
+    meta device (:mod:`medprobe.models.meta`), else a remote-code family's recorded module listing."""
+    from ..models.zoo import get_adapter, get_card
+
+    if rows is None:
+        return None
     card = get_card(job.model.ref)
     adapter = get_adapter(card.family)
-    if not adapter.needs_remote_code or rows is None:
-        return None
     from ..features.readouts import applicable, parse_readouts
-    from ..models.zoo import resolve_layers
+    from .resources import feature_store_bytes
 
-    _, lmap = resolve_layers(job.model.ref)
+    if _uses_meta_map(job):  # the card's own checkpoint (a --source directory may hold another config)
+        lmap = _meta_layer_map(card.id)
+    elif adapter.needs_remote_code:
+        from ..models.zoo import resolve_layers
+
+        _, lmap = resolve_layers(job.model.ref)
+    else:
+        return None
     wanted = parse_readouts(job.spec["readouts"])
-    total = 0
-    for s in lmap.select(job.spec["layers"]):
-        if s.width is None:
-            return None
-        total += s.width * len(applicable(s, wanted))
-    return rows * total * 4
+    return feature_store_bytes(rows, [(s.width, len(applicable(s, wanted))) for s in lmap.select(job.spec["layers"])])
 
 
 def _probes_missing(run: Any, probes: Sequence[str], seed: int) -> list[str]:
@@ -209,7 +259,13 @@ def job_status(exp: Experiment, job: Job, cache: _PlanCache | None = None, *, re
             st.size = _listing_estimate(job, st.rows)
         except MedprobeError:
             st.size = None
-        st.size_source = "recorded layer listing" if st.size is not None else ""
+        st.size_source = "real layer map (meta device / recorded listing)" if st.size is not None else ""
+    if st.status != "done" and resolve and not job.spec.get("train"):
+        try:
+            if _uses_meta_map(job):
+                notes.append(_gpu_note(job, st.rows))
+        except MedprobeError:
+            pass
     if st.status != "done":
         status = st.state.get("status")
         if status == "running" and (alive_here(st.state) or st.state.get("host") not in (None, _hostname())):

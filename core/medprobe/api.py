@@ -275,15 +275,30 @@ def run_info(run: "Run | str | Path") -> RunInfo:
 
 
 def verify_run(run: "Run | str | Path") -> list[str]:
-    """Recompute every checksum of ``run``; the problems found (empty: intact)."""
-    return _run(run).verify()
+    """Check ``run``'s manifest (schema, checksum) and every file it lists (size, sha256, shape);
+    the problems found (empty: intact). A folder that is not a run raises."""
+    from .features.store import ManifestError
+
+    try:
+        return _run(run).verify()
+    except ManifestError as exc:
+        return [str(exc)]
 
 
 def remove_run(run: "Run | str | Path") -> Path:
     """Delete a run directory (only a folder that holds a medprobe manifest); returns its path."""
-    r = _run(run)  # refuses folders that are not runs
-    shutil.rmtree(r.path)
-    return r.path
+    from .features.store import ManifestError, Run, write_error
+
+    path = run.path if isinstance(run, Run) else Path(run)
+    try:
+        _run(run)  # refuses folders that are not runs
+    except ManifestError:
+        pass  # a damaged run (its manifest fails the schema or checksum) can still be removed
+    try:
+        shutil.rmtree(path)
+    except OSError as exc:
+        raise write_error(exc, Path(exc.filename or path), "removing the run") from None
+    return path
 
 
 # -- reports ---------------------------------------------------------------------------------

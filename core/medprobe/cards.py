@@ -119,6 +119,17 @@ class ModelCard:
         out["aliases"] = list(self.aliases)
         return out
 
+    #: the fields that decide what a model computes; the others document the checkpoint
+    IDENTITY_FIELDS = ("id", "kind", "family", "hub_id", "revision", "architecture", "loader", "prompt_template",
+                       "settings")
+
+    def identity(self) -> dict[str, Any]:
+        """The card as run keys hash it: only :data:`IDENTITY_FIELDS`, so correcting a citation, a
+        note or an UNVERIFIED mark does not invalidate stored runs (the full card is still recorded
+        in every manifest)."""
+        full = self.to_dict()
+        return {name: full[name] for name in self.IDENTITY_FIELDS}
+
     def setting(self, key: str, default: Any = None) -> Any:
         return self.settings.get(key, default)
 

@@ -2,8 +2,10 @@
 
 Plugins are modules named by entry points in the ``medprobe`` group (built-ins included: the
 core has no private path for them). Discovery is isolated per plugin: a plugin that fails to
-import, or raises inside a hook, is recorded as a :class:`PluginError` and skipped, so the CLI
-keeps working; ``medprobe plugins`` shows the error and "not found" messages name it.
+import, raises inside a hook, or implements a hook medprobe does not define (a misspelled
+``register_modelz``: pluggy's ``check_pending`` after each registration) is recorded as a
+:class:`PluginError` and skipped (unregistered: none of its hooks run), so the CLI keeps
+working; ``medprobe plugins`` shows the error and "not found" messages name it.
 
 Environment variables:
 
@@ -25,6 +27,7 @@ Usage::
 
 from __future__ import annotations
 
+import difflib
 import importlib.metadata as importlib_metadata
 import os
 import traceback
@@ -53,7 +56,7 @@ class PluginError:
 
     plugin: str
     distribution: str
-    stage: str  # "import", a hook name, or "duplicate"
+    stage: str  # "import", "hook check" (unknown hook names), a hook name, or "duplicate"
     error: str
     traceback: str = ""
 
@@ -184,11 +187,15 @@ def discover(
             info.error = f"{type(exc).__name__}: {exc}"
             state.errors.append(PluginError(ep.name, dist, "import", info.error, traceback.format_exc()))
             continue
+        if _rejected_for_unknown_hooks(state, info, module, strict):
+            continue
         loaded.append((info, module))
     for name, module in extra_plugins:
         info = PluginInfo(name=name, distribution="(in-process)", version="", module=getattr(module, "__name__", repr(module)))
         state.plugins.append(info)
         pm.register(module, name=name)
+        if _rejected_for_unknown_hooks(state, info, module, strict):
+            continue
         loaded.append((info, module))
 
     for info, _module in loaded:
@@ -203,6 +210,39 @@ def discover(
     for hook in HOOKS:
         state.registry_for(hook).hint = hint
     return state
+
+
+def _rejected_for_unknown_hooks(state: PluginState, info: PluginInfo, module: Any, strict: bool) -> bool:
+    """Run pluggy's ``check_pending`` after registering ``module``; a plugin implementing a hook
+    medprobe does not define is unregistered and recorded (every earlier plugin passed the
+    same check, so a failure is this plugin's). Returns True when rejected."""
+    pm = state.pm
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError:
+        known = sorted(n for n in vars(pm.hook) if not n.startswith("_") and getattr(pm.hook, n).has_spec())
+        unknown = sorted(
+            n
+            for n in vars(pm.hook)
+            if not n.startswith("_")
+            and not getattr(pm.hook, n).has_spec()
+            and any(i.plugin is module and not i.optionalhook for i in getattr(pm.hook, n).get_hookimpls())
+        )
+        pm.unregister(module)
+        if strict:
+            raise
+        parts = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, known, n=1)
+            parts.append(f"'{name}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        message = (
+            f"unknown hook(s) {', '.join(parts)}: not a medprobe hook, so the plugin is rejected "
+            f"(none of its hooks run); rename it to one of {', '.join(known)}"
+        )
+        info.error = message
+        state.errors.append(PluginError(info.name, info.distribution, "hook check", message))
+        return True
+    return False
 
 
 def _call_register_hook(state: PluginState, hook: str, loaded: list[tuple[PluginInfo, Any]], strict: bool) -> None:

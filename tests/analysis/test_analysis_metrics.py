@@ -80,3 +80,22 @@ def test_bad_inputs_raise_clear_errors():
         M.accuracy([0.5, 1.0], [0, 1])
     with pytest.raises(ValueError, match=r"\(n, K\)"):
         M.auroc([0, 1], [0.2, 0.8])
+
+
+def test_seed_bootstrap_ci_equals_a_direct_computation():
+    from medprobe.analysis.metrics import seed_bootstrap_ci, seed_bootstrap_draws, seed_spread
+
+    rng = np.random.default_rng(4)
+    correct = rng.random((3, 80)) < np.array([[0.6], [0.7], [0.8]])
+    lo, hi = seed_bootstrap_ci(correct, n_boot=500, seed=9)
+    seed_idx, sample_idx = seed_bootstrap_draws(3, 80, n_boot=500, seed=9)
+    direct = [correct[s][sample_idx[b]].mean() for b, s in enumerate(seed_idx)]
+    assert (lo, hi) == pytest.approx(tuple(np.quantile(direct, [0.025, 0.975])))
+    # seed variance widens the interval: identical seeds give a narrower one
+    same = np.repeat(correct[1:2], 3, axis=0)
+    lo2, hi2 = seed_bootstrap_ci(same, n_boot=500, seed=9)
+    assert hi - lo > hi2 - lo2
+    assert seed_spread([0.6, 0.7, 0.8]) == pytest.approx({"sd": 0.1, "min": 0.6, "max": 0.8})
+    assert seed_spread([0.5])["sd"] == 0.0
+    with pytest.raises(ValueError):
+        seed_bootstrap_ci(np.zeros((2, 0), bool))

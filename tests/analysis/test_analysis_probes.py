@@ -1,5 +1,6 @@
-"""Batched probes: agreement with the per-layer references, controls, determinism, memory contract,
-save/load, and errors."""
+"""Batched probes under the held-out ``split`` protocol (one seed): agreement with the per-layer
+references, controls, determinism, memory contract, save/load, and errors. The ``cv`` protocol
+(the default) is tested in ``test_protocol_*.py``."""
 
 from __future__ import annotations
 
@@ -15,9 +16,16 @@ from medprobe.analysis.results import ProbeError, ProbeResults
 from medprobe.registry import NotFoundError
 
 
+def split_probe(*args, **kwargs):
+    """``probe_layers`` under the split protocol with one seed (the protocol these tests pin)."""
+    kwargs.setdefault("protocol", "split")
+    kwargs["seeds"] = (kwargs.pop("seed", 0),)
+    return probe_layers(*args, **kwargs)
+
+
 def test_linear_matches_sklearn_reference(separable):
     feats, y, sp = separable
-    res = probe_layers(feats, y, sp, probe="linear", controls=False)
+    res = split_probe(feats, y, sp, probe="linear", controls=False)
     ref = reference_linear(feats, y, sp)
     for key in feats:
         assert res[key].accuracy > 0.9
@@ -36,7 +44,7 @@ def test_linear_binary_uses_sklearns_c_convention():
     y = rng.integers(0, 2, n)
     sp = make_split(n, rng)
     feats = planted_features(y, [0.25, 0.35, 0.5], [20, 20, 20], rng)
-    res = probe_layers(feats, y, sp, probe="linear", controls=False)
+    res = split_probe(feats, y, sp, probe="linear", controls=False)
     ref = reference_linear(feats, y, sp)
     for key in feats:
         assert abs(res[key].accuracy - ref[key]["accuracy"]) <= 0.02, key
@@ -52,8 +60,9 @@ def test_mlp_equals_per_layer_adamw_loop_without_dropout():
     y = rng.integers(0, 3, size=n)
     feats, sp = planted_features(y, [0.5, 0.8, 0.6], [16, 24, 16], rng), make_split(n, rng)
     kw = {"hidden": 16, "dropout": 0.0, "epochs": 4}
-    res = probe_layers(feats, y, sp, probe="mlp", n_permutations=2, **kw)
-    ref = reference_mlp(feats, y, sp, controls=True, n_permutations=2, **kw)
+    pairs = np.arange(n) // 2  # groups that straddle the splits: the control task is trained
+    res = split_probe(feats, y, sp, probe="mlp", n_permutations=2, groups=pairs, **kw)
+    ref = reference_mlp(feats, y, sp, controls=True, n_permutations=2, groups=pairs, **kw)
     for key in feats:
         assert res[key].accuracy == pytest.approx(ref[key]["accuracy"])
         assert res[key].hyper["epoch"] == ref[key]["hyper"]["epoch"]
@@ -64,7 +73,7 @@ def test_mlp_equals_per_layer_adamw_loop_without_dropout():
 
 def test_mlp_matches_per_layer_loop_within_noise(strong):
     feats, y, sp = strong
-    res = probe_layers(feats, y, sp, probe="mlp", controls=False)  # the paper's recipe, hidden 256
+    res = split_probe(feats, y, sp, probe="mlp", controls=False)  # the paper's recipe, hidden 256
     ref = reference_mlp(feats, y, sp)
     for key in feats:
         assert res[key].accuracy > 0.9
@@ -79,7 +88,7 @@ def test_permutation_null_is_near_chance_on_random_labels():
     y = rng.integers(0, 3, n)
     sp = make_split(n, rng)
     feats = {f"layer.{i}/image-mean": rng.normal(size=(n, 20)).astype(np.float32) for i in range(4)}
-    res = probe_layers(feats, y, sp, probe="linear", n_permutations=19, seed=1)
+    res = split_probe(feats, y, sp, probe="linear", n_permutations=19, seed=1)
     ps = [r.permutation_p for r in res.layers.values()]
     assert min(ps) > 0.05 and np.median(ps) > 0.2
     for r in res.layers.values():
@@ -90,16 +99,27 @@ def test_permutation_null_is_near_chance_on_random_labels():
 
 def test_controls_on_real_signal(separable):
     feats, y, sp = separable
-    res = probe_layers(feats, y, sp, probe="linear", n_permutations=9)
+    # groups of two rows (e.g. two views of one patient): many pairs straddle train/val and test,
+    # so the control task is informative and gets trained
+    pairs = np.arange(y.size) // 2
+    res = split_probe(feats, y, sp, probe="linear", n_permutations=9, groups=pairs)
     for r in res.layers.values():
         assert r.permutation_p == pytest.approx(1 / 10)  # the smallest reachable p with 9 permutations
         assert r.permutation_null["mean"] < 0.5
-        # one control label per sample: unpredictable on test, so close to its chance level
+        # the two rows of a pair share no features beyond their classes: control close to chance
         assert abs(r.control_accuracy - r.control_chance) < 0.2
         assert r.selectivity == pytest.approx(r.accuracy - r.control_accuracy)
         assert r.selectivity > 0.4
         assert "control" in r.hyper and "C" in r.hyper["control"]
-    assert res.settings["n_permutations"] == 9 and res.settings["control_groups"].startswith("one per sample")
+        assert r.control_note is None
+    assert res.settings["n_permutations"] == 9 and res.settings["control_groups"] == "given"
+    # one group per sample: no group recurs across the splits -> no selectivity, and the reason
+    alone = split_probe(feats, y, sp, probe="linear", n_permutations=9)
+    for r in alone.layers.values():
+        assert r.selectivity is None and r.control_accuracy is None
+        assert r.control_note.startswith("control task not informative")
+        assert r.permutation_p == pytest.approx(1 / 10)
+    assert alone.settings["control_groups"].startswith("one per sample")
 
 
 def test_mlp_controls_run_in_the_same_pass():
@@ -108,7 +128,8 @@ def test_mlp_controls_run_in_the_same_pass():
     y = rng.integers(0, 2, n)
     sp = make_split(n, rng)
     feats = planted_features(y, [2.0, 0.0], [12, 12], rng)
-    res = probe_layers(feats, y, sp, probe="mlp", n_permutations=3, hidden=16, epochs=5, lr=1e-2)
+    res = split_probe(feats, y, sp, probe="mlp", n_permutations=3, hidden=16, epochs=5, lr=1e-2,
+                      groups=np.arange(n) // 2)
     strong, noise = res.layers.values()
     assert strong.accuracy > 0.9 > noise.accuracy
     assert strong.permutation_p == pytest.approx(1 / 4) and strong.selectivity > 0.2
@@ -118,16 +139,16 @@ def test_mlp_controls_run_in_the_same_pass():
 
 def test_deterministic_and_independent_of_chunking(separable):
     feats, y, sp = separable
-    a = probe_layers(feats, y, sp, probe="linear", n_permutations=4, seed=3)
-    b = probe_layers(feats, y, sp, probe="linear", n_permutations=4, seed=3)
+    a = split_probe(feats, y, sp, probe="linear", n_permutations=4, seed=3)
+    b = split_probe(feats, y, sp, probe="linear", n_permutations=4, seed=3)
     assert [r.to_dict() for r in a.layers.values()] == [r.to_dict() for r in b.layers.values()]
-    c = probe_layers(feats, y, sp, probe="linear", n_permutations=4, seed=3, max_chunk_bytes=1)
+    c = split_probe(feats, y, sp, probe="linear", n_permutations=4, seed=3, max_chunk_bytes=1)
     assert c.settings["chunks"] == len(feats)  # one layer per chunk
     for key in feats:
         assert c[key].accuracy == pytest.approx(a[key].accuracy, abs=0.01)
         assert c[key].hyper["C"] == pytest.approx(a[key].hyper["C"])
-    m1 = probe_layers(feats, y, sp, probe="mlp", controls=False, hidden=8, epochs=2, seed=4)
-    m2 = probe_layers(feats, y, sp, probe="mlp", controls=False, hidden=8, epochs=2, seed=4)
+    m1 = split_probe(feats, y, sp, probe="mlp", controls=False, hidden=8, epochs=2, seed=4)
+    m2 = split_probe(feats, y, sp, probe="mlp", controls=False, hidden=8, epochs=2, seed=4)
     assert [r.to_dict() for r in m1.layers.values()] == [r.to_dict() for r in m2.layers.values()]
 
 
@@ -151,14 +172,14 @@ class CountingFeatures(Mapping):
 def test_each_layer_is_read_once_and_memmaps_work(separable, tmp_path):
     feats, y, sp = separable
     lazy = CountingFeatures(feats)
-    res = probe_layers(lazy, y, sp, probe="linear", controls=False, max_chunk_bytes=40_000)
+    res = split_probe(lazy, y, sp, probe="linear", controls=False, max_chunk_bytes=40_000)
     assert set(lazy.reads.values()) == {1}
     assert res.settings["chunks"] > 1
     mm = {}
     for i, (k, v) in enumerate(feats.items()):
         np.save(tmp_path / f"{i}.npy", v)
         mm[k] = np.load(tmp_path / f"{i}.npy", mmap_mode="r")
-    res_mm = probe_layers(mm, y, sp, probe="linear", controls=False)
+    res_mm = split_probe(mm, y, sp, probe="linear", controls=False)
     assert res_mm.accuracies() == pytest.approx(res.accuracies(), abs=0.01)
 
 
@@ -166,7 +187,7 @@ def test_save_load_roundtrip_and_weights_reproduce_predictions(separable, tmp_pa
     feats, y, sp = separable
     test = sp == "test"
     for probe, hyper in (("linear", {}), ("mlp", {"hidden": 16, "epochs": 3})):
-        res = probe_layers(feats, y, sp, probe=probe, n_permutations=2, **hyper)
+        res = split_probe(feats, y, sp, probe=probe, n_permutations=2, **hyper)
         res.save(tmp_path / probe)
         assert (tmp_path / probe / "weights.safetensors").exists()
         back = ProbeResults.load(tmp_path / probe)
@@ -184,17 +205,17 @@ def test_save_load_roundtrip_and_weights_reproduce_predictions(separable, tmp_pa
 def test_errors_name_the_problem(separable):
     feats, y, sp = separable
     with pytest.raises(ProbeError, match="'val' split is empty"):
-        probe_layers(feats, y, np.where(sp == "val", "train", sp))
+        split_probe(feats, y, np.where(sp == "val", "train", sp))
     bad = dict(feats)
     bad["layer.01/image-mean"] = bad["layer.01/image-mean"].copy()
     bad["layer.01/image-mean"][3, 2] = np.nan
     with pytest.raises(ProbeError, match=r"features\['layer.01/image-mean'\] holds NaN"):
-        probe_layers(bad, y, sp, controls=False)
+        split_probe(bad, y, sp, controls=False)
     with pytest.raises(ProbeError, match="outside 0..1"):
-        probe_layers(feats, y, sp, n_classes=2)
+        split_probe(feats, y, sp, n_classes=2)
     with pytest.raises(ProbeError, match="has 10 rows"):
-        probe_layers({"x/image-mean": np.zeros((10, 3), np.float32)}, y, sp)
+        split_probe({"x/image-mean": np.zeros((10, 3), np.float32)}, y, sp)
     with pytest.raises(NotFoundError, match="probe 'lineer' not found"):
-        probe_layers(feats, y, sp, probe="lineer")
+        split_probe(feats, y, sp, probe="lineer")
     with pytest.raises(ProbeError, match="does not accept"):
-        probe_layers(feats, y, sp, probe="linear", hidden=3)
+        split_probe(feats, y, sp, probe="linear", hidden=3)

@@ -28,8 +28,8 @@ def test_probe_saves_and_reuses_results(runs):
     out = CliRunner().invoke(cli, ["probe", str(cnn.path), "--json"])
     assert out.exit_code == 0, out.output
     data = json.loads(out.output)["linear"]
-    saved = cnn.path / "probes" / "linear-seed0"
-    assert (saved / "results.json").is_file() and (saved / "weights.safetensors").is_file()
+    saved = cnn.path / "probes" / "linear-cv5-seeds0-1-2"  # the default protocol: cv, k 5, seeds 0 1 2
+    assert (saved / "results.json").is_file() and (saved / "outcomes.safetensors").is_file()
     stamp = (saved / "results.json").stat().st_mtime_ns
     again = pipeline.probe_run(cnn, "linear")
     assert (saved / "results.json").stat().st_mtime_ns == stamp  # reused, not retrained

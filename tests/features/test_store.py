@@ -119,15 +119,30 @@ def test_no_resume_starts_over(tmp_path):
 def test_second_process_waits_on_the_lock(tmp_path):
     from filelock import FileLock
 
-    first = extract(MODEL, DATA, tmp_path, tiny=True, batch_size=4, progress=False)
+    def interrupt(batch_no):
+        if batch_no == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        extract(MODEL, DATA, tmp_path, tiny=True, batch_size=4, progress=False, on_batch=interrupt)
+    run_dir = next(tmp_path.iterdir())
     result = {}
-    with FileLock(str(first.path / ".lock")):
+    with FileLock(str(run_dir / ".lock")):
         t = threading.Thread(target=lambda: result.setdefault("run", extract(MODEL, DATA, tmp_path, tiny=True, batch_size=4, progress=False)))
         t.start()
         time.sleep(1.0)
-        assert t.is_alive()  # blocked while another writer holds the run
+        assert t.is_alive()  # an incomplete run: blocked while another writer holds it
     t.join(60)
-    assert result["run"].path == first.path
+    assert result["run"].path == run_dir and result["run"].complete
+
+
+def test_complete_run_is_reused_without_the_lock(tmp_path):
+    from filelock import FileLock
+
+    first = extract(MODEL, DATA, tmp_path, tiny=True, batch_size=4, progress=False)
+    with FileLock(str(first.path / ".lock")):  # a complete run is read as it is: no waiting
+        again = extract(MODEL, DATA, tmp_path, tiny=True, batch_size=4, progress=False)
+    assert again.path == first.path and again.complete
 
 
 def test_verify_detects_corruption_and_cache_cli(tmp_path):

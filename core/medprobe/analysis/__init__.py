@@ -7,7 +7,8 @@ module                 concept
 =====================  ==========================================================================
 ``metrics``            accuracy, balanced accuracy, macro-F1, AUROC, chance, bootstrap / Wilson CI
 ``controls``           permutation null and Hewitt–Liang control task, p-value, selectivity
-``results``            ``LayerProbeResult`` / ``ProbeResults`` (save / load, safetensors weights)
+``results``            ``LayerProbeResult`` / ``ProbeResults`` (save / load, outcomes, safetensors weights)
+``protocol``           ``ProbeSettings``, cv / split protocol: stratified grouped folds, inner split, plans
 ``probes``             ``probe_layers``: chunked, batched-over-layers probing driver
 ``lbfgs``              batched L-BFGS (one history per problem)
 ``linear`` / ``mlp``   the two built-in probes (torch)
@@ -31,6 +32,7 @@ _EXPORTS = {
     "probe_layers": "probes",
     "get_probe": "probes",
     "ProbeResults": "results",
+    "ProbeSettings": "protocol",
     "LayerProbeResult": "results",
     "ProbeError": "results",
     "module_fhs": "fhs",

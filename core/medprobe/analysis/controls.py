@@ -12,6 +12,11 @@ Permutation null
     and scored on the real test labels. ``permutation_p = (1 + #{null accuracy >= observed}) /
     (1 + n)``: the smallest reachable p is ``1 / (1 + n)``.
 
+    Under the ``cv`` protocol (:mod:`.protocol`) the labels are permuted over all cv rows; each
+    permuted set goes through the k folds of one seed, is trained at the real labels'
+    hyper-parameter of each fold (not re-selected; the ``tuned`` MLP recipe re-selects) and scored
+    against the permuted labels of the scored folds (:data:`CV_PERMUTATION_DEFINITION`).
+
 Control task (after Hewitt & Liang, 2019)
     Every *group* gets one random label, fixed for the group, drawn from the empirical class
     distribution of the training labels; every sample takes its group's label. A group is whatever
@@ -28,6 +33,13 @@ Control task (after Hewitt & Liang, 2019)
     splits, the control task becomes learnable exactly to the extent the features identify the
     cluster: a high control accuracy then exposes memorisation of identities (leakage) rather than
     class knowledge, and selectivity shrinks accordingly.
+
+    Informative only where a group recurs on both sides: the protocol (:func:`~.protocol.make_design`)
+    trains the control task only when some group has rows both among the fitted and among the
+    scored rows (``split``). Otherwise -- always under ``cv``, whose folds are grouped by the same
+    groups, and under ``split`` with one group per image -- control labels are unlearnable by
+    construction, so no selectivity is reported: the layer result carries ``control_note``
+    ("control task not informative: ...") and ``selectivity = None``.
 """
 
 from __future__ import annotations
@@ -41,6 +53,11 @@ CONTROL_TASK_DEFINITION = (
     "Hewitt-Liang control task: each group (sample id by default, or duplicate cluster / patient id) "
     "gets one label drawn from the empirical training class distribution by hashing (seed, group id); "
     "same probe and selection procedure as the real task; selectivity = accuracy - control accuracy"
+)
+CV_PERMUTATION_DEFINITION = (
+    "labels permuted over the cv rows; permutation r goes through the k folds of seed r mod S, fitted at the real "
+    "labels' hyper-parameter of each fold (not re-selected) and scored against the permuted labels; "
+    "p = (1 + #{null accuracy >= observed seed-mean accuracy}) / (1 + n_permutations)"
 )
 PERMUTATION_DEFINITION = (
     "labels shuffled within train and within val (test labels real); same probe and hyper-parameters; "

@@ -57,8 +57,13 @@ def batched_lbfgs(
     max_backtracks: int = 30,
     compact_heads_below: float = 0.75,
     compact_layers_below: float = 0.5,
+    h0_inv: torch.Tensor | None = None,
 ) -> LBFGSResult:
-    """Minimise L x H independent problems from ``theta0`` (L, H, P); see the module docstring."""
+    """Minimise L x H independent problems from ``theta0`` (L, H, P); see the module docstring.
+
+    ``h0_inv`` (L, H, P), optional: a fixed diagonal inverse-Hessian estimate used as the initial
+    matrix of every two-loop recursion (preconditioned L-BFGS) instead of the scalar
+    ``s.y / y.y`` scaling; the first step then starts at length 1."""
     L, H, P = theta0.shape
     device, dtype = theta0.device, theta0.dtype
     out_theta = theta0.clone()
@@ -77,6 +82,7 @@ def batched_lbfgs(
     Y = torch.zeros_like(S)
     rho = torch.zeros(history, L, H, dtype=dtype, device=device)
     gamma = torch.ones(L, H, dtype=dtype, device=device)
+    hinv = h0_inv
     n_pairs = 0
     head = 0  # ring position of the next pair
 
@@ -103,6 +109,8 @@ def batched_lbfgs(
             x, f, g = x[kr][:, kc], f[kr][:, kc], g[kr][:, kc]
             active, n_iter, gamma = active[kr][:, kc], n_iter[kr][:, kc], gamma[kr][:, kc]
             S, Y, rho = S[:, kr][:, :, kc], Y[:, kr][:, :, kc], rho[:, kr][:, :, kc]
+            if hinv is not None:
+                hinv = hinv[kr][:, kc]
 
         # -- two-loop recursion: d = -H g -------------------------------------------------------
         q = g.clone()
@@ -112,7 +120,7 @@ def batched_lbfgs(
             a = rho[i] * _dot(S[i], q)
             alphas[i] = a
             q -= a.unsqueeze(-1) * Y[i]
-        r = gamma.unsqueeze(-1) * q
+        r = hinv * q if hinv is not None else gamma.unsqueeze(-1) * q
         for i in reversed(order):  # oldest first
             beta = rho[i] * _dot(Y[i], r)
             r += S[i] * (alphas[i] - beta).unsqueeze(-1)
@@ -126,7 +134,7 @@ def batched_lbfgs(
         gd = gd * active
 
         # -- batched backtracking line search (Armijo) -----------------------------------------
-        if it == 0:
+        if it == 0 and hinv is None:
             t = torch.clamp(1.0 / g.abs().sum(-1).clamp_min(1e-12), max=1.0)
         else:
             t = torch.ones_like(f)

@@ -18,6 +18,9 @@ Definitions (they match scikit-learn's defaults; ``tests/analysis/test_metrics.p
 ``bootstrap_ci``        percentile 95% interval of test accuracy over ``n_boot`` resamples of the
                         test set (with replacement), seeded.
 ``wilson_ci``           Wilson score 95% interval of a proportion (used for ``P_final``).
+``seed_bootstrap_ci``   hierarchical bootstrap of the seed-mean accuracy: each draw one probe seed and a
+                        resample of the samples (the layer CI of the probe protocol).
+``seed_spread``         sd / min / max of per-seed accuracies.
 """
 
 from __future__ import annotations
@@ -163,3 +166,48 @@ def wilson_ci(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     lo = 0.0 if k == 0 else max(0.0, centre - half)  # exact ends (no rounding residue) at 0 and n
     hi = 1.0 if k == n else min(1.0, centre + half)
     return lo, hi
+
+
+def seed_bootstrap_draws(n_seeds: int, n: int, *, n_boot: int = 1000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The draws of :func:`seed_bootstrap_ci`: ``(seed_idx (n_boot,), sample_idx (n_boot, n))``.
+
+    Each draw picks one probe seed uniformly and resamples the n samples with replacement
+    (numpy ``default_rng([seed, 2718])``). Exposed so paired statistics can reuse the same draws.
+    """
+    if n_seeds < 1 or n < 1:
+        raise ValueError(f"seed_bootstrap_draws needs n_seeds >= 1 and n >= 1, got {n_seeds}, {n}")
+    rng = np.random.default_rng([seed, 2718])
+    seed_idx = rng.integers(0, n_seeds, size=n_boot)
+    sample_idx = rng.integers(0, n, size=(n_boot, n))
+    return seed_idx, sample_idx
+
+
+def seed_bootstrap_ci(
+    correct: Any, *, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Hierarchical percentile bootstrap interval of the seed-mean accuracy, including seed variance.
+
+    ``correct`` (S, n) bool: per probe seed (rows) whether each scored sample was classified
+    correctly (a 1-D (n,) array is one seed). Every draw takes one seed uniformly at random and
+    resamples the samples with replacement (:func:`seed_bootstrap_draws`); its statistic is that
+    seed's accuracy on the resampled samples. The interval is the ``(1 - level) / 2`` and
+    ``(1 + level) / 2`` quantiles. So the spread holds both sampling variance and probe-seed
+    variance; with one seed it is :func:`bootstrap_ci` on other draws.
+    """
+    c = np.asarray(correct, dtype=bool)
+    if c.ndim == 1:
+        c = c[None, :]
+    if c.ndim != 2 or c.size == 0:
+        raise ValueError(f"correct must be a non-empty (S, n) bool array, got shape {c.shape}")
+    seed_idx, sample_idx = seed_bootstrap_draws(c.shape[0], c.shape[1], n_boot=n_boot, seed=seed)
+    accs = np.take_along_axis(c[seed_idx], sample_idx, axis=1).mean(axis=1)
+    lo, hi = np.quantile(accs, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def seed_spread(accuracies: Any) -> dict[str, float]:
+    """``{"sd", "min", "max"}`` of per-seed accuracies (S,); sd with ddof 1 (0 for one seed)."""
+    a = np.asarray(accuracies, dtype=np.float64)
+    if a.ndim != 1 or a.size == 0:
+        raise ValueError(f"accuracies must be a non-empty 1-D array, got shape {a.shape}")
+    return {"sd": float(a.std(ddof=1)) if a.size > 1 else 0.0, "min": float(a.min()), "max": float(a.max())}

@@ -17,6 +17,13 @@ linear warmup over the first 5% of steps (as ``transformers.get_cosine_schedule_
   per-layer reference loop uses the same draws and order, so with ``dropout=0`` the two agree to
   float rounding; with dropout only the masks differ.
 
+That is recipe ``paper`` (the default, kept exactly). Recipe ``tuned`` trains the same model once
+per lr of ``tuned_lrs`` (1e-4, 1e-3, 1e-2) for ``tuned_epochs`` (40) epochs and lets every head
+keep the (lr, epoch) with its best val accuracy (ties -> lowest val loss). Either way a layer whose
+chosen epoch is the last one gets the warning "chosen epoch is the last one". Under the ``cv``
+protocol "train" / "val" / "test" are a plan's inner training folds, selection fold and scored
+fold (:mod:`.protocol`); plans are trained one after the other.
+
 Batching: a chunk of L layers and S label sets (real, control, permutations) is trained as
 L x S independent MLPs. First layers are one (L, D, S*H) tensor applied with ``torch.baddbmm``;
 second layers are (L*S, H, K). The loss is the sum over heads of each head's mean cross-entropy, so
@@ -73,7 +80,9 @@ class MLPProbe(Probe):
     """Two-layer MLP probe, the paper's training recipe, batched over layers and label sets."""
 
     name = "mlp"
-    default_permutations = 10
+    recipes = ("paper", "tuned")
+    TUNED_LRS = (1e-4, 1e-3, 1e-2)
+    TUNED_EPOCHS = 40
 
     def __init__(
         self,
@@ -86,7 +95,19 @@ class MLPProbe(Probe):
         warmup_ratio: float = 0.05,
         standardize: bool = True,
         eval_rows: int = 2048,
+        recipe: str = "paper",
+        tuned_lrs: Sequence[float] = TUNED_LRS,
+        tuned_epochs: int = TUNED_EPOCHS,
     ):
+        if recipe not in self.recipes:
+            raise ValueError(f"mlp probe recipes: {', '.join(self.recipes)}; got {recipe!r}")
+        self.recipe = recipe
+        self.tuned_lrs = tuple(float(x) for x in tuned_lrs)
+        self.tuned_epochs = int(tuned_epochs)
+        if recipe == "tuned":
+            self.permutation_selection = "re-selected per permutation: each head picks its own (lr, epoch) on its inner split"
+        else:
+            self.permutation_selection = "each permutation head picks its own epoch on its (permuted) inner-val labels"
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.hidden = int(hidden)
@@ -99,9 +120,19 @@ class MLPProbe(Probe):
         self.standardize = bool(standardize)
         self.eval_rows = int(eval_rows)
 
+    def hyper_selection(self) -> str:
+        if self.recipe == "tuned":
+            return (f"(lr, epoch) on the inner split: lr in {list(self.tuned_lrs)}, epochs 1..{self.tuned_epochs}, "
+                    "highest inner-val accuracy (ties -> lowest loss); scored with the selected epoch's weights")
+        return (f"epoch on the inner split (paper recipe, lr {self.lr}, {self.epochs} epochs): highest inner-val "
+                "accuracy (ties -> lowest loss); scored with that epoch's weights")
+
     def settings(self) -> dict[str, Any]:
         return {
             "probe": self.name,
+            "recipe": self.recipe,
+            "tuned_lrs": list(self.tuned_lrs) if self.recipe == "tuned" else None,
+            "tuned_epochs": self.tuned_epochs if self.recipe == "tuned" else None,
             "model": f"Linear(D, {self.hidden}) -> ReLU -> Dropout({self.dropout}) -> Linear({self.hidden}, K)",
             "hidden": self.hidden,
             "dropout": self.dropout,
@@ -138,25 +169,85 @@ class MLPProbe(Probe):
         return torch.cat(parts, dim=1)
 
     def train_chunk(self, groups, data: ProbeData, seed: int) -> list[LayerOutput]:
+        """``paper``: one training at (lr, epochs) of the recipe; ``tuned``: one per lr of
+        ``tuned_lrs`` for ``tuned_epochs``, every head (layer x label set) keeping the (lr, epoch)
+        with its best val accuracy (ties -> lowest val loss)."""
+        runs = [(self.lr, self.epochs)] if self.recipe == "paper" else [(lr, self.tuned_epochs) for lr in self.tuned_lrs]
+        best: list[dict[str, Any]] | None = None
+        for lr, epochs in runs:
+            cur = [self._collect(g, data, lr) for g in self._train_once(groups, data, seed, lr, epochs)]
+            if best is None:
+                best = cur
+                continue
+            for b, c in zip(best, cur):
+                better = (c["acc"] > b["acc"] + 1e-9) | ((c["acc"] >= b["acc"] - 1e-9) & (c["loss"] < b["loss"]))
+                for name in ("acc", "loss", "epoch", "lr"):
+                    b[name] = np.where(better, c[name], b[name])
+                b["proba"] = np.where(better[:, :, None, None], c["proba"], b["proba"])
+                b["weights"] = [cw if better[i, 0] else bw for i, (bw, cw) in enumerate(zip(b["weights"], c["weights"]))]
+        last = runs[0][1]
+        outs: list[LayerOutput] = []
+        for b in best or []:
+            for i, key in enumerate(b["keys"]):
+                hyper = {"epoch": int(b["epoch"][i, 0]), "val_accuracy": float(b["acc"][i, 0]),
+                         "val_loss": float(b["loss"][i, 0])}
+                if self.recipe == "tuned":
+                    hyper["lr"] = float(b["lr"][i, 0])
+                control = None
+                if data.has_control:
+                    control = {"epoch": int(b["epoch"][i, 1]), "val_accuracy": float(b["acc"][i, 1])}
+                warnings = []
+                if hyper["epoch"] == last:
+                    warnings.append(f"chosen epoch is the last one ({last} of {last}): the probe may still be improving")
+                outs.append(LayerOutput(key=key, test_proba=b["proba"][i], hyper=hyper, control_hyper=control,
+                                        weights=b["weights"][i], warnings=warnings))
+        return outs
+
+    def _collect(self, g: "_Group", data: ProbeData, lr: float) -> dict[str, Any]:
+        """Best-epoch state of one trained group: acc / loss / epoch / lr (L, S), test proba
+        (L, S, n_test, K) and the real head's weights per layer."""
+        S, K, Hd = data.n_sets, data.n_classes, self.hidden
+        with torch.no_grad():
+            zt = self._eval_logits(g, data.test_slice, g.best, S)  # (L*S, n_te, K)
+            proba = torch.softmax(zt, dim=-1).view(g.L, S, data.n_test, K).cpu().numpy()
+            bW1, bb1, bW2, bb2 = (p.cpu() for p in g.best)
+            mean, std = g.mean.cpu(), (1.0 / g.inv_std).cpu()
+            weights = [
+                {
+                    "W1": bW1[i, :, :Hd].numpy().copy(),  # (D, H)
+                    "b1": bb1[i, 0, :Hd].numpy().copy(),
+                    "W2": bW2[i * S].numpy().copy(),  # (H, K)
+                    "b2": bb2[i * S, 0].numpy().copy(),
+                    "mean": mean[i].numpy().copy(),
+                    "scale": std[i].numpy().copy(),
+                }
+                for i in range(g.L)
+            ]
+        acc = g.best_acc.cpu().numpy()
+        return {"keys": g.keys, "acc": acc, "loss": g.best_loss.cpu().numpy(), "epoch": g.best_epoch.cpu().numpy(),
+                "lr": np.full(acc.shape, lr), "proba": proba, "weights": weights}
+
+    def _train_once(self, groups, data: ProbeData, seed: int, lr: float, epochs: int) -> list["_Group"]:
         """Train every group (one per width) in one step loop: one backward and one optimiser
-        step per mini-batch for all layers and label sets of the chunk."""
+        step per mini-batch for all layers and label sets of the chunk. Returns the groups with
+        their best-epoch copies."""
         S, K, Hd = data.n_sets, data.n_classes, self.hidden
         n_tr, n_va = data.n_train, data.n_val
         dev = groups[0][1].device
         gs = [_Group(keys, X, self, data, seed) for keys, X in groups]
-        opt = adamw([p for g in gs for p in g.params], lr=self.lr, weight_decay=self.weight_decay)
+        opt = adamw([p for g in gs for p in g.params], lr=lr, weight_decay=self.weight_decay)
 
         labels = torch.from_numpy(data.label_sets).to(dev)  # (S, N)
         y_tr = labels[:, :n_tr]
         y_va = labels[:, n_tr : n_tr + n_va]  # (S, n_va)
         steps_per_epoch = math.ceil(n_tr / self.batch_size)
-        total = self.epochs * steps_per_epoch
+        total = epochs * steps_per_epoch
         warmup = math.ceil(self.warmup_ratio * total)
         rng = np.random.default_rng(seed)
         drop_gen = torch.Generator(device=dev).manual_seed(layer_seed(seed, "dropout/" + gs[0].keys[0]))
         keep = 1.0 - self.dropout
         step = 0
-        for epoch in range(self.epochs):
+        for epoch in range(epochs):
             perm = torch.from_numpy(rng.permutation(n_tr)).to(dev)
             for s in range(steps_per_epoch):
                 idx = perm[s * self.batch_size : (s + 1) * self.batch_size]
@@ -172,7 +263,7 @@ class MLPProbe(Probe):
                     part = F.cross_entropy(z.reshape(-1, K), yb.reshape(-1), reduction="sum") / b
                     loss = part if loss is None else loss + part
                 for group in opt.param_groups:
-                    group["lr"] = self.lr * lr_factor(step, warmup, total)
+                    group["lr"] = lr * lr_factor(step, warmup, total)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -187,40 +278,7 @@ class MLPProbe(Probe):
                     av = (zv.argmax(-1) == yv).float().mean(-1).view(g.L, S)
                     g.keep_best(av, lv, epoch + 1)
 
-        outs: list[LayerOutput] = []
-        with torch.no_grad():
-            for g in gs:
-                zt = self._eval_logits(g, data.test_slice, g.best, S)  # (L*S, n_te, K)
-                proba = torch.softmax(zt, dim=-1).view(g.L, S, data.n_test, K).cpu().numpy()
-                bW1, bb1, bW2, bb2 = (p.cpu() for p in g.best)
-                mean, std = g.mean.cpu(), (1.0 / g.inv_std).cpu()
-                acc, loss_, epoch_ = g.best_acc.cpu(), g.best_loss.cpu(), g.best_epoch.cpu()
-                for i, key in enumerate(g.keys):
-                    hyper = {
-                        "epoch": int(epoch_[i, 0]),
-                        "val_accuracy": float(acc[i, 0]),
-                        "val_loss": float(loss_[i, 0]),
-                    }
-                    control = None
-                    if data.has_control:
-                        control = {"epoch": int(epoch_[i, 1]), "val_accuracy": float(acc[i, 1])}
-                    outs.append(
-                        LayerOutput(
-                            key=key,
-                            test_proba=proba[i],
-                            hyper=hyper,
-                            control_hyper=control,
-                            weights={
-                                "W1": bW1[i, :, :Hd].numpy().copy(),  # (D, H)
-                                "b1": bb1[i, 0, :Hd].numpy().copy(),
-                                "W2": bW2[i * S].numpy().copy(),  # (H, K)
-                                "b2": bb2[i * S, 0].numpy().copy(),
-                                "mean": mean[i].numpy().copy(),
-                                "scale": std[i].numpy().copy(),
-                            },
-                        )
-                    )
-        return outs
+        return gs
 
 
 class _Group:

@@ -21,6 +21,10 @@ selection; ``linear`` permutations are refitted at the real task's C, ``mlp`` pe
 their epoch on shuffled val labels. They return ``{key: {"accuracy": float, "proba": (n_test, K),
 "hyper": {...}, "control_accuracy": float | None, "null": [accuracies] | None}}`` with test rows in
 original order.
+
+``reference_linear_design`` is the scikit-learn loop of the ``cv`` protocol (:mod:`.protocol`):
+one ``LogisticRegression`` per (layer, plan, C value) and per (layer, plan, permutation), on the
+same folds, inner splits and permuted label sets as the batched probe.
 """
 
 from __future__ import annotations
@@ -241,4 +245,82 @@ def reference_mlp(
                 float(np.mean(train(X, p, heads[2 + r])[0].argmax(1) == y[te])) for r, p in enumerate(perms)
             ]
         out[key] = entry
+    return out
+
+
+def reference_linear_design(
+    features: Mapping[str, Any],
+    design: Any,
+    *,
+    coarse_grid: Sequence[float] = DEFAULT_COARSE_GRID,
+    fine_steps: Sequence[float] = DEFAULT_FINE_STEPS,
+    max_iter: int = 1000,
+    tol: float = 1e-4,
+    keys: Sequence[str] | None = None,
+    timings: dict[str, float] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """scikit-learn per-layer loop over the plans of a cv :class:`~.protocol.Design` (the protocol
+    of :meth:`~.linear.LinearProbe.train_design`, one model per fit).
+
+    Per layer: ``StandardScaler`` fit on the cv rows (``design.scored``); per plan, C chosen coarse
+    -> fine on ``sel_train`` / ``sel_val`` (val accuracy, ties -> lowest val log-loss), refit on
+    ``fit``, ``score`` predicted; each of the plan's permutations refitted at that C on its
+    permuted labels and scored against ``design.perm_targets``. Returns ``{key: {"proba": (S,
+    n_scored, K), "accuracy": seed-mean accuracy, "C": [per main plan], "null": (P,) accuracies}}``;
+    ``keys`` limits the layers (default: all); ``timings``, if given, accumulates wall seconds
+    under ``"select"`` (C selection + real refit) and ``"permutations"`` (permutation refits), and
+process CPU seconds under ``"select_cpu"`` / ``"permutations_cpu"``.
+    """
+    import time
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    K = design.n_classes
+    y = design.y
+    S = len(design.settings.seeds)
+    where = np.full(design.n_rows, -1, dtype=np.int64)
+    where[design.scored] = np.arange(design.n_scored)
+    y_sc = y[design.scored]
+    out: dict[str, dict[str, Any]] = {}
+
+    def fit(Z, rows, target, C):
+        return LogisticRegression(C=C, max_iter=max_iter, tol=tol).fit(Z[rows], target[rows])
+
+    def best_of(cands):
+        top = max(a for _, a, _ in cands)
+        return min((c for c in cands if c[1] >= top - 1e-9), key=lambda c: c[2])
+
+    for key in keys if keys is not None else list(features):
+        X = np.asarray(features[key], dtype=np.float32)[design.rows]
+        Z = StandardScaler().fit(X[design.scored]).transform(X)
+        proba = np.zeros((S, design.n_scored, K))
+        null = np.zeros(design.n_permutations)
+        Cs = []
+        for plan in design.main_plans():
+            t0, c0 = time.perf_counter(), time.process_time()
+
+            def score(C: float) -> tuple[float, float, float]:
+                m = fit(Z, plan.sel_train, y, C)
+                return (C, *_val_scores(m, Z[plan.sel_val], y[plan.sel_val], K))
+
+            c_best = best_of([score(C) for C in coarse_grid])
+            C_sel = best_of([c_best] + [score(c_best[0] * 10.0**s) for s in fine_steps])[0]
+            Cs.append(float(C_sel))
+            proba[plan.seed_index, where[plan.score]] = _full_proba(fit(Z, plan.fit, y, C_sel), Z[plan.score], K)
+            t1, c1 = time.perf_counter(), time.process_time()
+            for r in plan.perms:
+                p = _full_proba(fit(Z, plan.fit, design.perm_labels[r], C_sel), Z[plan.score], K)
+                null[r] += np.sum(p.argmax(1) == design.perm_targets[r, plan.score])
+            if timings is not None:
+                timings["select"] = timings.get("select", 0.0) + t1 - t0
+                timings["permutations"] = timings.get("permutations", 0.0) + time.perf_counter() - t1
+                timings["select_cpu"] = timings.get("select_cpu", 0.0) + c1 - c0
+                timings["permutations_cpu"] = timings.get("permutations_cpu", 0.0) + time.process_time() - c1
+        out[key] = {
+            "proba": proba,
+            "accuracy": float((proba.argmax(2) == y_sc[None, :]).mean()),
+            "C": Cs,
+            "null": null / design.n_scored,
+        }
     return out

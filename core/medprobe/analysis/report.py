@@ -242,6 +242,12 @@ def _row(layer: LayerInput, probe: str, r: LayerProbeResult) -> dict[str, Any]:
         "n_train": r.n_train,
         "n_val": r.n_val,
         "n_test": r.n_test,
+        "n": r.n,
+        "seed_accuracies": list(r.seed_accuracies),
+        "seed_sd": r.seed_sd,
+        "warnings": list(r.warnings),
+        "control_note": r.control_note,
+        "holdout": r.holdout,
     }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 PROBE_CHOICES = click.Choice(["linear", "mlp", "all"])
@@ -21,36 +23,81 @@ def _print_report_summary(rep, out: str | None) -> None:
         click.echo(f"report written to {out} (report.json, report.csv, report.md, report.html)")
 
 
+def _parse_seeds(value: str | None) -> Any:
+    """``--seeds 3`` -> 3 seeds (base ``--seed``); ``--seeds 0,4,7`` -> that list."""
+    if value is None:
+        return None
+    try:
+        parts = [int(x) for x in value.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected a count or a comma-separated list of integers, got {value!r}") from None
+    return parts if "," in value else parts[0]
+
+
 @click.command()
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @click.option("--probe", "probe", type=PROBE_CHOICES, default="linear", show_default=True)
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--protocol", type=click.Choice(["cv", "split"]), default="cv", show_default=True,
+              help="cv: k stratified, grouped folds, every sample scored once per seed; split: the held-out test split.")
+@click.option("--k", "k", default=5, show_default=True, type=int, help="Folds of --protocol cv.")
+@click.option("--seeds", default="3", show_default=True, help="Probe seeds: a count (from --seed) or a list, e.g. 0,1,2.")
+@click.option("--seed", default=0, show_default=True, type=int, help="First seed when --seeds is a count.")
+@click.option("--permutations", "n_permutations", default=100, show_default=True, type=int,
+              help="Permutation-null size for both probes.")
+@click.option("--recipe", default=None, help="Named probe recipe: mlp 'paper' (default) or 'tuned'; linear 'grid'.")
+@click.option("--holdout", is_flag=True, help="cv on train+val and the official test split scored once, reported separately.")
 @click.option("--no-controls", is_flag=True, help="Skip the permutation null and the control task.")
-@click.option("--force", is_flag=True, help="Retrain even when results for this probe and seed exist.")
+@click.option("--force", is_flag=True, help="Retrain even when results for these settings exist.")
 @click.option("--json", "as_json", is_flag=True)
-def probe(run, probe, seed, no_controls, force, as_json):
-    """Probe every captured layer of RUN (all layers trained together, batched)."""
+def probe(run, probe, protocol, k, seeds, seed, n_permutations, recipe, holdout, no_controls, force, as_json):
+    """Probe every captured layer of RUN (all layers, folds, seeds and permutations batched)."""
+    from ..analysis.protocol import ProbeSettings
     from ..tasks.pipeline import probe_dir, probe_run  # probe_run is the API's medprobe.probe
     from ..features.store import Run
     from .output import echo_json, echo_table
 
+    parsed = _parse_seeds(seeds)
+    seed_list = list(range(seed, seed + parsed)) if isinstance(parsed, int) else parsed
+    settings = ProbeSettings(protocol=protocol, k=k, seeds=seed_list, n_permutations=n_permutations,
+                             controls=not no_controls, recipe=recipe, holdout=holdout)
     r = Run.open(run)
-    results = probe_run(r, probe, seed=seed, controls=not no_controls, force=force)
+    results = probe_run(r, probe, settings=settings, force=force)
     if as_json:
         echo_json({name: res.to_dict() for name, res in results.items()})
         return
     for name, res in results.items():
-        click.echo(f"{name} probe (seed {seed}) -> {probe_dir(r, name, seed)}")
-        echo_table(
-            ["layer/readout", "accuracy", "95% CI", "chance", "perm p", "selectivity"],
-            [
-                [key, f"{lr.accuracy:.3f}", "[{:.3f}, {:.3f}]".format(*lr.ci95) if lr.ci95 else "",
-                 f"{lr.chance:.3f}" if lr.chance is not None else "",
-                 f"{lr.permutation_p:.3f}" if lr.permutation_p is not None else "",
-                 f"{lr.selectivity:+.3f}" if lr.selectivity is not None else ""]
-                for key, lr in res.layers.items()
-            ],
-        )
+        pr = res.protocol
+        what = f"cv k={pr.get('k')}" if pr.get("name") == "cv" else "split (test)"
+        click.echo(f"{name} probe, recipe {pr.get('recipe')}, {what}, seeds {pr.get('seeds')}, "
+                   f"{pr.get('n_permutations')} permutations, {pr.get('n_scored')} samples scored -> "
+                   f"{probe_dir(r, name, settings)}")
+        click.echo(f"  selection: {pr.get('hyper_selection')}")
+        if pr.get("n_permutations"):
+            click.echo(f"  permutations: {pr.get('permutation_selection')}")
+        holdout_rows = any(lr.holdout for lr in res.layers.values())
+        head = ["layer/readout", "accuracy", "95% CI", "seed sd", "chance", "perm p", "selectivity"]
+        if holdout_rows:
+            head.append("held-out test")
+        rows = []
+        for key, lr in res.layers.items():
+            row = [key, f"{lr.accuracy:.3f}", "[{:.3f}, {:.3f}]".format(*lr.ci95) if lr.ci95 else "",
+                   f"{lr.seed_sd:.3f}" if lr.seed_sd is not None else "",
+                   f"{lr.chance:.3f}" if lr.chance is not None else "",
+                   f"{lr.permutation_p:.3f}" if lr.permutation_p is not None else "",
+                   f"{lr.selectivity:+.3f}" if lr.selectivity is not None else ("n/i" if lr.control_note else "")]
+            if holdout_rows:
+                row.append(f"{lr.holdout['accuracy']:.3f} (n={lr.holdout['n']})" if lr.holdout else "")
+            rows.append(row)
+        echo_table(head, rows)
+        notes = {lr.control_note for lr in res.layers.values() if lr.control_note}
+        for note in sorted(notes):
+            click.echo(f"  n/i: {note}")
+        warned = [(key, w) for key, lr in res.layers.items() for w in lr.warnings]
+        for key, w in warned:
+            click.echo(f"  WARNING {key}: {w}")
+        if holdout_rows:
+            click.echo("  held-out test: the official test rows, scored once per seed by a probe selected on val; "
+                       "not part of the cv accuracy")
     if r.manifest.get("synthetic"):
         click.echo("NOTE: " + "; ".join(r.manifest["synthetic_reasons"]) + " - pipeline check only, not a medical finding.")
 

@@ -60,15 +60,23 @@ def info(run: str, as_json: bool) -> None:
 @cache.command()
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 def verify(run: str) -> None:
-    """Recompute every checksum of RUN; exit 1 when anything is missing or changed."""
-    from ..api import verify_run
+    """Check RUN's manifest (schema, checksum) and every file it lists (size, sha256, shape);
+    exit 1 when anything is missing, changed or damaged."""
+    from ..api import open_run
+    from ..features.store import ManifestError
 
-    problems = verify_run(run)
+    try:
+        r = open_run(run)  # not a run at all: exit 2
+    except ManifestError as exc:
+        click.echo(str(exc), err=True)
+        raise SystemExit(1)
+    problems = r.verify()
     if problems:
         for p in problems:
             click.echo(p, err=True)
         raise SystemExit(1)
-    click.echo(f"{run}: ok")
+    note = f" (unverified: {'; '.join(r.unverified)})" if r.unverified else ""
+    click.echo(f"{run}: ok{note}")
 
 
 @cache.command()
@@ -77,9 +85,13 @@ def verify(run: str) -> None:
 def rm(runs: tuple[str, ...], yes: bool) -> None:
     """Delete run directories (only folders that hold a medprobe manifest)."""
     from ..api import open_run, remove_run
+    from ..features.store import ManifestError
 
     for run in runs:
-        r = open_run(run)  # refuses folders that are not runs
-        if not yes and not click.confirm(f"delete {r.path}?"):
+        try:
+            open_run(run)  # refuses folders that are not runs
+        except ManifestError:
+            pass  # damaged, but a run: it may be removed
+        if not yes and not click.confirm(f"delete {run}?"):
             continue
-        click.echo(f"removed {remove_run(r)}")
+        click.echo(f"removed {remove_run(run)}")

@@ -2,9 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import click
 
 from .options import load_options
+
+
+@contextlib.contextmanager
+def _store_warnings_as_lines():
+    """Show :class:`medprobe.features.store.StoreWarning` (a damaged shard or run being recomputed) as one
+    ``warning: ...`` line on stderr, when it happens."""
+    import warnings
+
+    from ..features.store import StoreWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", StoreWarning)
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, StoreWarning):
+                click.echo(f"warning: {message}", err=True)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
 
 
 @click.command()
@@ -32,8 +56,9 @@ def extract(model, dataset, out, layers, readouts, batch_size, limit, resume, as
         world_size, rank = env_world() or (None, None)
     elif world_size is not None and rank is None:
         raise click.UsageError("--world-size needs --rank")
-    run = run_extract(model, dataset, out, layers=layers, readouts=readouts, batch_size=batch_size, limit=limit,
-                      resume=resume, world_size=world_size, rank=rank, load=load)
+    with _store_warnings_as_lines():
+        run = run_extract(model, dataset, out, layers=layers, readouts=readouts, batch_size=batch_size, limit=limit,
+                          resume=resume, world_size=world_size, rank=rank, load=load)
     if not run.complete:
         click.echo(f"rank {rank}/{world_size}: batches written under {run.path / 'ranks'}; the run completes when the "
                    "last rank finishes")

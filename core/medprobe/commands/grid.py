@@ -125,7 +125,9 @@ def run(ctx, experiment, executor, dry_run, only, grid_dir, executor_options, de
                        f"{len(outcome.failed)} failed" + (f", {other} submitted" if other else ""))
     if outcome.failed:
         _failures(outcome.failed)
-        ctx.exit(1)
+        click.echo(f"{len(outcome.failed)} of {len(outcome.results)} job(s) failed (exit status 1); "
+                   "fix the cause in the log and run again: done jobs are kept", err=True)
+        raise SystemExit(1)
 
 
 @grid.command("status")

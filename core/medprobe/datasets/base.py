@@ -23,7 +23,17 @@ import numpy as np
 from PIL import Image
 
 from .errors import BadSample, BadSampleError
-from .imageio import ImageDecodeError, MIN_SIDE, array_hash, array_to_image, check_size, pixel_hash, read_image, to_rgb
+from .imageio import (
+    ImageDecodeError,
+    MIN_SIDE,
+    array_hash,
+    array_to_image,
+    check_finite,
+    check_size,
+    pixel_hash,
+    read_image,
+    to_rgb,
+)
 
 SPLITS = ("train", "val", "test")
 
@@ -146,7 +156,7 @@ class Dataset:
         """
         img = self.read(sample)
         check_size(img, self.min_side)
-        return ScanResult(img.size[0], img.size[1], img.mode, pixel_hash(img))
+        return ScanResult(img.size[0], img.size[1], img.info.get("source_mode", img.mode), pixel_hash(img))
 
     def load_image(self, sample: Sample) -> Image.Image:
         """The sample's image as an RGB ``PIL.Image.Image`` (H x W x 3, uint8)."""
@@ -291,6 +301,7 @@ class ArrayDataset(Dataset):
         h, w = arr.shape[:2]
         if min(h, w) < self.min_side:
             raise ImageDecodeError(f"image is {w}x{h} px, smaller than the {self.min_side} px minimum side")
+        check_finite(arr)
         channels = 1 if arr.ndim == 2 else arr.shape[2]
         mode = {1: "L", 3: "RGB", 4: "RGBA"}.get(channels, f"{channels}ch")
         if arr.dtype != np.uint8:

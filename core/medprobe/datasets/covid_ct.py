@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .base import FileDataset, Sample
 from .errors import BadSample, DatasetLayoutError
-from .layout import is_hidden, merge_ignored, rel, resolve_root, walk_files
+from .layout import is_hidden, listdir, merge_ignored, rel, resolve_root, walk_files
 
 CLASSES = ("NonCOVID", "COVID")
 FOLDERS = {"COVID": "CT_COVID", "NonCOVID": "CT_NonCOVID"}
@@ -37,7 +37,7 @@ def _find_dirs(root: Path, name: str, want_dir: bool) -> list[Path]:
     for _depth in range(4):
         nxt = []
         for folder in frontier:
-            for p in sorted(folder.iterdir()):
+            for p in listdir(folder):
                 if is_hidden(p.name):
                     continue
                 if p.name.lower() == low and p.is_dir() == want_dir:

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .imageio import ImageDecodeError, scale_to_uint8
+from .pixels import ImageDecodeError, check_pixel_limit, scale_to_uint8
 
 
 def _first(value, default: float) -> float:
@@ -145,6 +145,7 @@ def read_dicom(path: Path) -> Image.Image:
         raise ImageDecodeError("DICOM file has no pixel data")
     if str(getattr(ds, "Modality", "")).upper() == "SEG":
         raise ImageDecodeError("is a DICOM Segmentation (Modality SEG): a label mask, not an image to classify; leave it out of the image folder or manifest")
+    check_pixel_limit(int(getattr(ds, "Columns", 0) or 0), int(getattr(ds, "Rows", 0) or 0))
     frames = int(_first(getattr(ds, "NumberOfFrames", 1), 1.0))
     try:
         if frames > 1:  # decode frame 0 only (a cine loop or volume may hold hundreds)

@@ -23,14 +23,14 @@ from pathlib import Path
 
 from .base import FileDataset, Sample
 from .errors import BadSample, DatasetLayoutError, DatasetSpecError
-from .layout import is_mask, merge_ignored, rel, resolve_root, split_name, subdirs, walk_files
+from .layout import is_mask, listdir, merge_ignored, rel, resolve_root, split_name, subdirs, walk_files
 
 
 def find_class_layout(root: Path, scheme: str) -> tuple[list[tuple[str | None, Path]], dict[str, list[str]]]:
     """``[(split or None, folder holding class folders)]`` and files ignored at the top levels."""
     top = subdirs(root)
     ignored: dict[str, list[str]] = {}
-    loose = [p for p in sorted(root.iterdir()) if p.is_file() and not p.name.startswith(".")]
+    loose = [p for p in listdir(root) if p.is_file() and not p.name.startswith(".")]
     if loose:
         ignored["outside a class folder"] = [rel(p, root) for p in loose]
     split_dirs = {p: split_name(p.name) for p in top}
@@ -51,7 +51,7 @@ def find_class_layout(root: Path, scheme: str) -> tuple[list[tuple[str | None, P
             raise DatasetLayoutError(f"{scheme}: '{root}' has two folders for split '{sp}': {seen[sp].name} and {p.name}")
         seen[sp] = p
         out.append((sp, p))
-        loose = [f for f in sorted(p.iterdir()) if f.is_file() and not f.name.startswith(".")]
+        loose = [f for f in listdir(p) if f.is_file() and not f.name.startswith(".")]
         if loose:
             ignored.setdefault("outside a class folder", []).extend(rel(f, root) for f in loose)
     return out, ignored
@@ -108,6 +108,11 @@ def imagefolder(
                 no_group += 1
         samples.append(Sample(sid, index[cname], split, group, str(f)))
     warnings = []
+    with_files = {(split, name) for split, name, _d, _f in found}
+    for split, folder in parts:
+        for cdir in subdirs(folder):
+            if (split, cdir.name) not in with_files:
+                warnings.append(f"class folder '{cdir}' holds no image files")
     if masks:
         warnings.append(
             f"{len(masks)} file(s) look like segmentation masks and are read as images (e.g. {masks[0]}); "

@@ -3,11 +3,14 @@
 Walking skips hidden entries (``.DS_Store``, macOS ``._*`` resource forks) and ``__MACOSX``
 folders; files that are not images by extension are returned separately so loaders can count
 them (nothing is dropped silently). Symbolic links are followed only when they stay inside the
-dataset root.
+dataset root; links that point outside it, loop back onto themselves or point nowhere are
+listed under ``ignored`` with that reason. A folder that cannot be listed (permission denied)
+is a :class:`~.errors.DatasetLayoutError` naming the folder, never a class with fewer images.
 """
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 from pathlib import Path
@@ -55,9 +58,43 @@ def is_mask(name: str) -> bool:
     return any(fnmatch.fnmatch(low, p) for p in MASK_PATTERNS)
 
 
+def unlistable(folder: Path | str, exc: OSError) -> DatasetLayoutError:
+    """The error for a folder that cannot be listed (names the folder and the way out)."""
+    reason = exc.strerror or str(exc)
+    hint = "fix its permissions (e.g. chmod a+rx)" if isinstance(exc, PermissionError) else "check the file system"
+    return DatasetLayoutError(f"cannot list folder '{folder}' ({reason}); {hint} or move it out of the dataset")
+
+
+def listdir(folder: Path) -> list[Path]:
+    """The entries of ``folder``, sorted; an unlistable folder raises :func:`unlistable`."""
+    try:
+        return sorted(folder.iterdir())
+    except OSError as exc:
+        raise unlistable(folder, exc) from None
+
+
 def subdirs(folder: Path) -> list[Path]:
     """Visible sub-folders of ``folder``, sorted by name."""
-    return sorted((p for p in folder.iterdir() if p.is_dir() and not is_hidden(p.name)), key=lambda p: p.name)
+    return sorted((p for p in listdir(folder) if p.is_dir() and not is_hidden(p.name)), key=lambda p: p.name)
+
+
+def link_problem(path: Path, root: Path) -> str | None:
+    """Why a symbolic link ``path`` is not followed (loop, broken, outside ``root``), else ``None``."""
+    if not path.is_symlink():
+        return None
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop"
+        if exc.errno == errno.ENOENT:
+            return "broken symbolic link (target missing)"
+        return f"unreadable symbolic link ({exc.strerror or exc})"
+    except RuntimeError:
+        return "symbolic link loop"
+    if not inside(path, root):
+        return "link outside the dataset root"
+    return None
 
 
 def inside(path: Path, root: Path) -> bool:
@@ -76,24 +113,30 @@ def walk_files(folder: Path, root: Path) -> tuple[list[Path], dict[str, list[str
     """
     images: list[Path] = []
     ignored: dict[str, list[str]] = {}
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+
+    def onerror(exc: OSError) -> None:
+        raise unlistable(exc.filename or folder, exc)
+
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False, onerror=onerror):
         base = Path(dirpath)
         keep_dirs = []
         for d in sorted(dirnames):
             full = base / d
+            problem = None if is_hidden(d) else link_problem(full, root)
             if is_hidden(d):
                 ignored.setdefault("hidden", []).append(rel(full, root) + "/")
-            elif full.is_symlink() and not inside(full, root):
-                ignored.setdefault("link outside the dataset root", []).append(rel(full, root) + "/")
+            elif problem:
+                ignored.setdefault(problem, []).append(rel(full, root) + "/")
             else:
                 keep_dirs.append(d)
         dirnames[:] = keep_dirs
         for f in sorted(filenames):
             full = base / f
+            problem = None if is_hidden(f) else link_problem(full, root)
             if is_hidden(f):
                 ignored.setdefault("hidden", []).append(rel(full, root))
-            elif full.is_symlink() and not inside(full, root):
-                ignored.setdefault("link outside the dataset root", []).append(rel(full, root))
+            elif problem:
+                ignored.setdefault(problem, []).append(rel(full, root))
             elif not is_image_name(full) and not _extensionless_dicom(full):
                 ignored.setdefault("not an image extension", []).append(rel(full, root))
             else:

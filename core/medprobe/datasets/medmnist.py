@@ -65,12 +65,21 @@ def package_class_names(flag: str) -> list[str] | None:
 def _load(npz_path: Path) -> dict[str, np.ndarray]:
     try:
         archive = np.load(npz_path, allow_pickle=False)
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise DatasetLayoutError(
+                f"{npz_path}: is a Python pickle, not an .npz archive; refused (medprobe never unpickles data files)"
+            ) from None
         raise DatasetLayoutError(f"{npz_path}: not a readable .npz archive ({exc})") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise DatasetLayoutError(f"{npz_path}: not a readable .npz archive ({exc})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DatasetLayoutError(
+            f"{npz_path}: is a single .npy array (shape {getattr(archive, 'shape', '?')}), not an .npz archive; "
+            "save the splits with numpy.savez(path, train_images=..., train_labels=..., ...)"
+        )
     arrays: dict[str, np.ndarray] = {}
     with archive:
-        if not hasattr(archive, "files"):
-            raise DatasetLayoutError(f"{npz_path}: is a single .npy array, not an .npz archive")
         for key in archive.files:
             try:
                 arrays[key] = archive[key]

@@ -19,8 +19,11 @@ Steps, in order (each leaves a trace in :meth:`Dataset.info`):
 5. **Duplicates.** Samples with identical pixel hashes are recorded (``duplicates``); with
    ``dedup`` one copy is kept (the first by split train < val < test, then id) and the others
    are dropped and listed; when the copies disagree on the label, all of them are dropped.
-6. **Warnings.** Patients in several splits, duplicates across splits, classes missing from
-   a split.
+6. **Warnings.** Patients in several splits, duplicates across splits, classes with 0
+   samples, classes missing from a split.
+
+Before step 1, samples whose file name is not valid UTF-8 become bad samples (ids are UTF-8
+text in manifests and reports): their names are shown with ``\\xNN`` escapes.
 """
 
 from __future__ import annotations
@@ -82,10 +85,46 @@ def prepare(
     return ds
 
 
+def printable(text: str) -> str:
+    """``text`` with the undecodable bytes of a non-UTF-8 file name shown as ``\\xNN`` escapes."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _refuse_non_utf8_names(ds: Dataset) -> None:
+    """Samples whose file name is not valid UTF-8 become bad samples (ids, manifests and reports
+    are UTF-8 text); the name is shown with ``\\xNN`` escapes."""
+    keep = []
+    for s in ds.samples:
+        if _utf8(s.id) and _utf8(s.source):
+            keep.append(s)
+            continue
+        ds.bad.append(
+            BadSample(
+                printable(s.id),
+                printable(s.source or s.id),
+                "file name is not valid UTF-8; rename the file (e.g. convmv -f latin1 -t utf8 --notest)",
+            )
+        )
+    ds.samples = keep
+    ds.ignored = {k: [printable(v) for v in vs] for k, vs in ds.ignored.items()}
+    ds.classes = [printable(c) for c in ds.classes]  # a class folder with such a name: its files are bad above
+    ds.warnings = [printable(w) for w in ds.warnings]
+    ds.notes = [printable(n) for n in ds.notes]
+
+
 def _check_loader_output(ds: Dataset) -> None:
     where = f"dataset '{ds.name}' ({ds.location})"
     if not ds.classes:
         raise DatasetLayoutError(f"{where}: the loader found no classes")
+    _refuse_non_utf8_names(ds)
     seen: set[str] = set()
     for s in ds.samples:
         if s.id in seen:
@@ -200,7 +239,15 @@ def _warnings(ds: Dataset) -> list[str]:
             f"{len(conflicting)} set(s) of identical images carry different labels: "
             + "; ".join(", ".join(d.ids) for d in conflicting[:3])
         )
+    if len(ds.classes) == 1:
+        out.append(f"only one class ({ds.classes[0]}): probing and classification need at least two")
     counts = ds.counts()
+    empty_classes = [c for c, n in counts["total"].items() if n == 0]
+    if empty_classes and ds.samples:
+        out.append(
+            f"class(es) with 0 samples: {', '.join(empty_classes)} (a probe cannot learn them; check the data, "
+            "or leave the class out)"
+        )
     for sp in SPLITS:
         if not any(counts[sp].values()):
             if ds.samples:

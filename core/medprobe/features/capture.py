@@ -22,7 +22,10 @@ What it guarantees:
 * the forward pass is stopped (a private exception raised from the hook of the deepest selected
   layer) as soon as nothing more is needed: asking for vision layers only never runs the LLM;
 * a hook that fires twice in one batch, a layer that never fired, a shape that does not fit its
-  layout, and NaN/Inf values raise :class:`CaptureError` naming the model and the layer.
+  layout, and NaN/Inf values raise :class:`CaptureError` naming the model and the layer;
+* any other exception of the forward pass (e.g. a dtype mismatch in an adapter that does not cast
+  its inputs) becomes :class:`ForwardError` naming the model and the selected layers it failed
+  between (the original exception is chained).
 """
 
 from __future__ import annotations
@@ -52,6 +55,15 @@ class NonFiniteFeatures(CaptureError):
             f"model '{model}': non-finite values (NaN/Inf) in {where}. fp16 overflow in LLM layers is common: "
             f"rerun with --dtype bf16 or --dtype fp32"
         )
+
+
+class ForwardError(CaptureError):
+    """The model's forward pass raised (not a medprobe error): ``where`` says between which
+    selected layers, ``cause`` is the original ``"Type: message"``."""
+
+    def __init__(self, model: str, where: str, cause: str):
+        self.model, self.where, self.cause = model, where, cause
+        super().__init__(f"model '{model}': forward pass failed {where}: {cause}")
 
 
 class _StopForward(Exception):
@@ -155,6 +167,16 @@ class Capture:
 
         return hook
 
+    def _where(self) -> str:
+        """Between which selected layers the forward pass is (from the layers that fired)."""
+        fired = [s for s in self.layers if s.id in self._fired]
+        pending = [s for s in self.layers if s.id not in self._fired]
+        if not fired:
+            return f"before the first selected layer '{pending[0].id}' ({pending[0].path}) ran"
+        if not pending:
+            return f"after the last selected layer '{fired[-1].id}' ({fired[-1].path})"
+        return f"after layer '{fired[-1].id}', before layer '{pending[0].id}' ({pending[0].path})"
+
     # -- one batch -----------------------------------------------------------------------------
     def run(self, batch: Batch, forward: Callable[[], Any]) -> dict[tuple[str, str], torch.Tensor]:
         """Run ``forward()`` (which feeds ``batch`` to the model) and return the pooled features:
@@ -167,6 +189,12 @@ class Capture:
                 forward()
         except _StopForward:
             pass
+        except MedprobeError:
+            raise
+        except Exception as exc:  # the adapter's / model's own failure: name where it happened
+            if self._error is not None:
+                raise self._error from exc
+            raise ForwardError(self.model_name, self._where(), f"{type(exc).__name__}: {exc}") from exc
         finally:
             self._batch = None
         if self._error is not None:

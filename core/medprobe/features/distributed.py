@@ -103,6 +103,33 @@ def _read_rank(run_dir: Path, rank: int) -> dict[str, Any] | None:
         raise DistributedError(f"{path}: corrupt rank manifest ({exc}); delete {path.parent} to recompute its batches") from None
 
 
+def _verified_rank_shards(rdir: Path, state: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rank's recorded shards that are intact (present, size, sha256); a bad one is dropped
+    with a :class:`~medprobe.features.store.StoreWarning` and its batches are computed again."""
+    import warnings
+
+    from .store import StoreWarning
+
+    good = []
+    for shard in state["shards"]:
+        path = rdir / shard["file"]
+        if not path.is_file():
+            problem = "missing"
+        elif "bytes" in shard and path.stat().st_size != shard["bytes"]:
+            problem = f"{path.stat().st_size} bytes, {shard['bytes']} recorded (truncated)"
+        elif sha256_file(path) != shard["sha256"]:
+            problem = "checksum mismatch (content changed since it was recorded)"
+        else:
+            good.append(shard)
+            continue
+        warnings.warn(StoreWarning(f"{path}: {problem}; recomputing its batches {[b for b, _, _ in shard['batches']]}"),
+                      stacklevel=3)
+    if len(good) != len(state["shards"]):
+        state = dict(state, shards=good)
+        atomic_write_json(rdir / "rank.json", state)
+    return good
+
+
 def _matches(state: dict[str, Any] | None, header: dict[str, Any]) -> bool:
     return state is not None and all(state.get(k) == v for k, v in header.items())
 
@@ -172,6 +199,7 @@ def extract_rank(
                 f.unlink()
             state = dict(header, shards=[])
             atomic_write_json(rdir / "rank.json", state)
+        state["shards"] = _verified_rank_shards(rdir, state)
         listed = {s["file"] for s in state["shards"]}
         for f in rdir.glob("shard-*"):
             if f.name not in listed:  # written by a killed rank but never recorded
@@ -183,10 +211,11 @@ def extract_rank(
                            enabled=progress)
 
         def flush(arrays: dict[tuple[str, str], np.ndarray], batches: list[tuple[int, int, int]]) -> None:
-            name = f"shard-{len(state['shards']):06d}.safetensors"
-            sha = _save_tensors(rdir / name, {f"{lid}/{ro}": v.astype(np.float32, copy=False)
-                                              for (lid, ro), v in arrays.items()})
-            state["shards"].append({"file": name, "batches": [list(b) for b in batches], "sha256": sha})
+            used = [int(s["file"][len("shard-"):len("shard-") + 6]) for s in state["shards"]]
+            name = f"shard-{max(used, default=-1) + 1:06d}.safetensors"  # never reuse a listed name
+            sha, size = _save_tensors(rdir / name, {f"{lid}/{ro}": v.astype(np.float32, copy=False)
+                                                    for (lid, ro), v in arrays.items()})
+            state["shards"].append({"file": name, "batches": [list(b) for b in batches], "sha256": sha, "bytes": size})
             atomic_write_json(rdir / "rank.json", state)
 
         buffer = ShardBuffer(flush)
@@ -244,7 +273,7 @@ def merge_ranks(plan: Any, world_size: int) -> Run | None:
             return None
         for path in sorted({where[b][0] for b in needed}):
             if not path.is_file() or sha256_file(path) != checksums[path]:
-                raise DistributedError(f"{path}: checksum mismatch; delete {path.parent} and rerun that rank")
+                raise DistributedError(f"{path}: checksum mismatch; rerun that rank (it recomputes the damaged shard's batches)")
         n = len(plan.samples)
         shard_rows = plan.batch_size * BATCHES_PER_SHARD
         for lo in range(start_row, n, shard_rows):

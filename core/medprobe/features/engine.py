@@ -30,14 +30,33 @@ BatchRows = tuple[int, int, int]
 def batch_features(plan: Any, loaded: LoadedModel, ds: Any, cap: Any, chunk: Sequence[Any]) -> dict[tuple[str, str], np.ndarray]:
     """Features of one batch of samples: (layer id, readout) -> (B, D) float32, through the open
     :class:`~medprobe.features.capture.Capture` ``cap``. Non-finite features raise a CaptureError naming
-    the model, layers and samples."""
-    from .capture import CaptureError, NonFiniteFeatures
+    the model, layers and samples; any other failure of the adapter's preprocessing or forward pass
+    a CaptureError naming the model, adapter, dtype and the selected layers it failed between."""
+    from ..registry import MedprobeError
+    from .capture import CaptureError, ForwardError, NonFiniteFeatures
 
     adapter = loaded.adapter
     images = [ds.load_image(s) for s in chunk]
-    batch = adapter.preprocess(loaded, images, plan.question)
+    dtype = plan.manifest["dtype"]
+    try:
+        batch = adapter.preprocess(loaded, images, plan.question)
+    except MedprobeError:
+        raise
+    except Exception as exc:
+        raise CaptureError(
+            f"model '{loaded.card.id}' (adapter '{adapter.family}'): preprocessing samples {[s.id for s in chunk]} failed: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
     try:
         feats = cap.run(batch, lambda: adapter.forward(loaded, batch))
+    except ForwardError as exc:
+        hint = (f"the adapter's forward may not cast its inputs to {dtype}: rerun with --dtype fp32, or cast the "
+                f"inputs in adapter '{adapter.family}'" if dtype != "float32"
+                else f"check adapter '{adapter.family}' (plugin) against this model")
+        raise CaptureError(
+            f"model '{loaded.card.id}' (adapter '{adapter.family}', dtype {dtype}, device {plan.manifest['device']}): "
+            f"forward pass failed {exc.where}: {exc.cause}; {hint}"
+        ) from exc.__cause__
     except NonFiniteFeatures as exc:
         where = "; ".join(
             f"{lid}/{ro}: samples {[chunk[i].id for i in rows]}" for (lid, ro), rows in exc.rows.items()

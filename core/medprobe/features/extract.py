@@ -11,13 +11,19 @@ The plan (:func:`medprobe.features.plan.plan_extract`: run key, directory, manif
 any forward pass; the engine (:mod:`medprobe.features.engine`) runs one forward pass per batch that
 captures every selected layer, and rows are written in shards of whole batches. A killed extraction
 resumes from its last complete shard and ends bit-identical to an uninterrupted one (same batches,
-same order, deterministic ops). A second process on the same run waits on the run's file lock, then
-finds it complete. With ``world_size``/``rank``, :func:`extract` hands the batches to
+same order, deterministic ops); every recorded shard is verified first and a damaged one recomputed
+(:meth:`medprobe.features.store.RunWriter.create_or_resume`). A complete run with the same key is
+reused without taking the lock once every file is verified (so also from a read-only folder); a
+damaged one is recomputed with a warning. Writing needs a writable folder, checked before the
+forward pass. A second process on an incomplete run waits on the run's file lock, then resumes or
+finds it complete. A readout set that applies to no selected layer is refused before anything is
+written (:func:`medprobe.features.plan.check_readouts_apply`). With ``world_size``/``rank``, :func:`extract` hands the batches to
 :mod:`medprobe.features.distributed` (data-parallel extraction).
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -26,7 +32,20 @@ import numpy as np
 from ..adapter import LoadedModel
 from ..models.prepare import LoadOptions
 from ..registry import MedprobeError
-from .store import Run, RunWriter
+from .store import ManifestError, Run, RunWriter, StoreError, StoreWarning, ensure_writable
+
+
+def reusable_run(plan: Any) -> Run | None:
+    """The complete run of ``plan`` (:class:`~.plan.ExtractPlan`) when it is on disk and intact
+    (every file verified), read without the write lock; ``None`` otherwise (missing, incomplete,
+    another key, damaged)."""
+    try:
+        existing = Run.open(plan.run_dir)
+    except StoreError:
+        return None
+    if not (existing.complete and existing.key == plan.key) or existing.verify():
+        return None
+    return existing
 
 
 def extract(
@@ -83,6 +102,11 @@ def extract(
 
         check_rank(world_size, rank)
         opts = opts.replace(device=rank_device(opts.device, rank))
+    if isinstance(model, str):
+        from ..models.zoo import get_card
+        from .plan import check_readouts_for_card
+
+        check_readouts_for_card(get_card(model), readouts)
     ds = open_dataset(dataset) if isinstance(dataset, str) else dataset
     loaded, dev, dt = prepare_model(model, opts)
     plan = plan_extract(loaded, ds, out, layers=layers, readouts=readouts, batch_size=batch_size, device=dev, dtype=dt,
@@ -92,21 +116,35 @@ def extract(
 
         return extract_rank(plan, loaded, ds, world_size, rank, resume=resume, progress=progress, on_batch=on_batch)
     samples, run_dir = plan.samples, plan.run_dir
+    if resume:
+        reused = reusable_run(plan)  # no lock: a complete run is read as it is (also in a read-only folder)
+        if reused is not None:
+            return reused
 
     from filelock import FileLock
 
     from ..progress import progress_bar
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    ensure_writable(run_dir, "the run's shards and manifest",
+                    "choose a writable --out (a complete run with this key there would have been reused)")
     with FileLock(str(run_dir / ".lock")):
+        start_over = not resume
         if resume:
             try:
                 existing = Run.open(run_dir)
-                if existing.complete and existing.key == plan.key:
+            except ManifestError:
+                raise
+            except StoreError:
+                existing = None
+            if existing is not None and existing.complete and existing.key == plan.key:
+                problems = existing.verify()
+                if not problems:
                     return existing
-            except MedprobeError:
-                pass
-        writer = RunWriter.create_or_resume(run_dir, plan.manifest, resume=resume)
+                warnings.warn(StoreWarning(
+                    f"{run_dir}: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+                    + "; recomputing the run"), stacklevel=2)
+                start_over = True
+        writer = RunWriter.create_or_resume(run_dir, plan.manifest, resume=not start_over)
         start = writer.rows_done
         todo = [(b, lo, hi) for b, (lo, hi) in enumerate(plan.batch_rows()) if lo >= start]
         first = todo[0][0] if todo else 0

@@ -16,7 +16,7 @@ from ..layermap import LayerSpec
 from ..registry import MedprobeError
 from ..runtime import git_hash, package_versions
 from .provenance import dataset_record, preprocessing_fingerprint, select_samples, synthetic_reasons
-from .readouts import applicable, parse_readouts
+from .readouts import ReadoutError, applicable, parse_readouts
 from .store import FORMAT, run_key
 
 #: bump when the capture/readout code changes what a feature means
@@ -60,6 +60,34 @@ class ExtractPlan:
         return len(self.samples) * total * 4
 
 
+def check_readouts_apply(model_id: str, selected: Sequence[LayerSpec], wanted: Sequence[str],
+                         per_layer: dict[str, list[str]]) -> None:
+    """Raise :class:`~medprobe.readouts.ReadoutError` when no requested readout applies to any
+    selected layer (e.g. ``cls`` on a CNN), before anything is written."""
+    if any(per_layer.values()):
+        return
+    from .readouts import ReadoutError
+
+    layouts = sorted({f"{s.stage}/{s.layout}" + (f"+{s.prefix_tokens} prefix" if s.prefix_tokens else "") for s in selected})
+    raise ReadoutError(
+        f"model '{model_id}': readout {','.join(wanted)} applies to no selected layer "
+        f"({len(selected)} layers, {', '.join(layouts)}): cls needs a ViT block with a class token, last-token and "
+        "text-mean an LLM layer; use --readout image-mean (or select other --layers)"
+    )
+
+
+def check_readouts_for_card(card: Any, readouts: str | Sequence[str] | None) -> None:
+    """Before a model is loaded: text readouts alone on a vision-only card apply to no layer."""
+    from .readouts import ReadoutError
+
+    wanted = parse_readouts(readouts)
+    if card.kind != "mllm" and set(wanted) <= {"last-token", "text-mean"}:
+        raise ReadoutError(
+            f"model '{card.id}': readout {','.join(wanted)} applies to no selected layer (a vision-only model has no "
+            "LLM layers); use --readout image-mean"
+        )
+
+
 def plan_extract(
     loaded: LoadedModel,
     ds: Any,
@@ -84,6 +112,7 @@ def plan_extract(
     selected: list[LayerSpec] = loaded.layer_map.select(layers)
     wanted = parse_readouts(readouts)
     per_layer = {s.id: applicable(s, wanted) for s in selected}
+    check_readouts_apply(loaded.card.id, selected, wanted, per_layer)
     samples = select_samples(ds.samples, limit, seed)
     if not samples:
         raise MedprobeError(f"dataset '{ds.spec}' has no samples")
@@ -94,7 +123,7 @@ def plan_extract(
     payload = {
         "format": FORMAT,
         "feature_version": FEATURE_VERSION,
-        "model": loaded.card.to_dict(),
+        "model": loaded.card.identity(),
         "weights": loaded.weights,
         "adapter": {"family": adapter.family, "version": adapter.version},
         "dataset": {"spec": ds.spec, "fingerprint": ds.fingerprint(), "sample_ids": [s.id for s in samples]},

@@ -11,6 +11,7 @@ import hashlib
 from typing import Any, Sequence
 
 from ..adapter import LoadedModel
+from .store import sample_ids_sha256
 
 
 def select_samples(samples: list[Any], limit: int | None, seed: int) -> list[Any]:
@@ -50,7 +51,7 @@ def dataset_record(ds: Any, samples: Sequence[Any], limit: int | None) -> dict[s
         "fingerprint": ds.fingerprint(),
         "synthetic": bool(getattr(ds, "synthetic", False)),
         "sample_ids": [s.id for s in samples],
-        "sample_ids_sha256": hashlib.sha256("\n".join(s.id for s in samples).encode()).hexdigest(),
+        "sample_ids_sha256": sample_ids_sha256([s.id for s in samples]),
         "limit": limit,
         "skipped": [[b.id, b.reason] for b in getattr(ds, "skipped", [])],
         "split_method": getattr(ds, "split_method", None),

@@ -34,7 +34,8 @@
 
     [probe]                           # options of every probe run (medprobe.tasks.pipeline.probe_run):
     controls = true                   # permutation null + control tasks (about 3x the probing time)
-    n_boot = 1000                     # bootstrap resamples of the accuracy CIs; other keys: probe hyper-parameters
+    n_boot = 1000                     # bootstrap resamples of the accuracy CIs; other keys: hyper-parameters
+                                      # every listed probe accepts (checked at parse time)
 
     [lora]                            # recipe for "lora:train" conditions (medprobe.models.lora)
     [[train]]                         # classifiers trained with `medprobe train`, one job per model x dataset
@@ -42,7 +43,7 @@
     models = "mllm"                   # "mllm" | "baseline" | "all" | a list of the grid's model names / refs
     epochs = 10                       # other keys: lr, head_lr, batch_size, patience, weight_decay, freeze, ...
 
-    [executor.slurm]                  # executor options: partition, account, setup, ...
+    [executor.slurm]                  # executor options: partition, account, setup, ... (checked at parse time)
 
 Every error names the file and the key (``paper-study.toml: [[model]] #3.resources.gpus: expected an integer >= 0, got -2``).
 Relative paths (``out``, a ``source`` or ``adapter`` starting with ``./`` or ``../``, dataset
@@ -423,6 +424,59 @@ def _train_entry(raw: Any, index: int, where_file: str, default_res: Resources) 
                       resources=_resources(default_res, table, "resources", where))
 
 
+#: keys of ``[probe]`` read by :func:`medprobe.analysis.probes.probe_layers` itself (any probe)
+PROBE_RUN_OPTIONS = ("controls", "n_boot", "n_permutations", "max_chunk_bytes", "device")
+
+
+def _probe_keys(options: Mapping[str, Any], probes: list[str], where: str) -> None:
+    """Every ``[probe]`` key must be a probe-run option or a hyper-parameter of *every* probe the
+    grid runs (the same table goes to each), so a typo fails here, not after extraction."""
+    import inspect
+
+    from ..analysis.probes import BUILTIN_PROBES
+    from ..registry import resolve_factory
+
+    extra = [k for k in options if k not in PROBE_RUN_OPTIONS]
+    if not extra:
+        return
+    for name in probes:
+        spec = BUILTIN_PROBES.get(name)
+        if spec is None:
+            from ..plugins import get_plugins
+
+            try:
+                spec = get_plugins().probes.get(name)
+            except MedprobeError as exc:
+                raise ExperimentError(f"{where}: probe '{name}': {exc}") from None
+        try:
+            params = inspect.signature(resolve_factory(spec)).parameters
+        except (ImportError, AttributeError, ValueError, TypeError) as exc:
+            raise ExperimentError(f"{where}: probe '{name}' cannot be imported ({exc})") from None
+        if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            continue
+        hyper = [p for p in params if p != "self"]
+        unknown = [k for k in extra if k not in hyper]
+        if unknown:
+            raise ExperimentError(
+                f"{where}: unknown key(s) {unknown} for probe '{name}'; known: {list(PROBE_RUN_OPTIONS)} "
+                f"and the '{name}' hyper-parameters {hyper}"
+            )
+
+
+def _executor_keys(name: str, table: Mapping[str, Any], where: str) -> None:
+    """``[executor.<name>]`` keys checked against the executor's options (without importing
+    Ray or submitit)."""
+    import importlib
+
+    from .executors import EXECUTORS
+
+    module = importlib.import_module(EXECUTORS[name].partition(":")[0])
+    known = tuple(getattr(module, "OPTIONS", ()))
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise ExperimentError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
+
+
 def load_experiment(path: str | Path, *, out: str | Path | None = None) -> Experiment:
     """Read and validate an experiment file. ``out`` overrides ``[experiment].out``."""
     path = Path(path)
@@ -479,6 +533,8 @@ def load_experiment(path: str | Path, *, out: str | Path | None = None) -> Exper
     for key in ("seed", "force", "probe"):
         if key in probe_options:
             raise ExperimentError(f"{where}: [probe].{key}: set by the grid ([experiment].seed / probes), not here")
+    for name, table in executors.items():
+        _executor_keys(name, table, f"{where}: [executor.{name}]")
 
     conditions = _conditions(exp, w, base) or (Condition("base", "base"),)
     uses_training = any(c.adapter == "train" for m in models for c in (m.conditions or conditions))
@@ -496,6 +552,12 @@ def load_experiment(path: str | Path, *, out: str | Path | None = None) -> Exper
     probes = _str_list(exp, "probes", w) or ("linear",)
     from ..tasks.pipeline import parse_probes
 
+    try:
+        probe_names = parse_probes(list(probes))
+    except MedprobeError as exc:
+        raise ExperimentError(f"{w}.probes: {exc}") from None
+    _probe_keys(probe_options, probe_names, f"{where}: [probe]")
+
     experiment = Experiment(
         path=path.resolve(),
         name=_typed(exp, "name", str, w) or path.stem,
@@ -511,7 +573,7 @@ def load_experiment(path: str | Path, *, out: str | Path | None = None) -> Exper
         limit=_positive(exp, "limit", w),
         layers=_layers(exp, w),
         readouts=_readouts(exp, w),
-        probes=tuple(parse_probes(list(probes))),
+        probes=tuple(probe_names),
         prompt=_typed(exp, "prompt", str, w),
         device_map=_typed(exp, "device_map", str, w),
         resources=resources,

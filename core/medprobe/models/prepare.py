@@ -16,6 +16,7 @@ validate their ``[[model]]`` tables against :meth:`LoadOptions.field_names`.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -77,6 +78,7 @@ class LoadOptions:
         if unknown:
             raise MedprobeError(f"{where}: unknown load option(s) {', '.join(unknown)}; known: {', '.join(names)}")
         kinds = {"bool": bool, "int": int, "str": str}
+        values = {k: (os.fspath(v) if isinstance(v, os.PathLike) else v) for k, v in values.items()}
         for key, value in values.items():
             if value is None:
                 continue

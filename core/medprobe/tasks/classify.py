@@ -501,7 +501,7 @@ def classify(
         "format": FORMAT,
         "classify_version": CLASSIFY_VERSION,
         "parser_version": PARSER_VERSION,
-        "model": loaded.card.to_dict(),
+        "model": loaded.card.identity(),
         "weights": loaded.weights,
         "adapter": {"family": family.family, "version": family.version},
         "dataset": {"spec": ds.spec, "fingerprint": ds.fingerprint(), "sample_ids": [s.id for s in samples]},

@@ -8,8 +8,10 @@ plugins pinning different transformers versions) compare side by side::
     report = pipeline.report_runs(["runs/lingshu-7b__…", "runs/resnet50__…"], out="report/")
     report = pipeline.compare(["lingshu-7b", "resnet50"], "synthetic:lesions", out="cmp/", tiny=True)  # LoadOptions fields
 
-Probe results are saved inside the run: ``RUN/probes/<probe>-seed<S>/`` (``results.json`` and
-``weights.safetensors``), and reused when present.
+Probe results are saved inside the run: ``RUN/probes/<ProbeSettings.dir_name>/``, e.g.
+``RUN/probes/linear-cv5-seeds0-1-2/`` (``results.json``, ``outcomes.safetensors`` and, under the
+split protocol, ``weights.safetensors``), and reused when present for the same protocol, k,
+seeds and recipe (:meth:`medprobe.analysis.protocol.ProbeSettings.matches`).
 
 ``P_final`` (the accuracy of the MLLM's own answers) comes from ``medprobe classify`` runs
 (:mod:`medprobe.tasks.classify`): :func:`report_runs` accepts classify run directories among the runs
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..registry import MedprobeError
-from ..features.store import Run
+from ..features.store import Run, ensure_writable
 
 PROBES = ("linear", "mlp")
 #: the demo: medical MLLMs of three families beside two baselines, all tiny / random, offline
@@ -51,42 +53,68 @@ def _open(run: Run | str | Path) -> Run:
     return run if isinstance(run, Run) else Run.open(run)
 
 
-def probe_dir(run: Run, probe: str, seed: int) -> Path:
-    return run.path / "probes" / f"{probe}-seed{seed}"
+def probe_dir(run: Run, probe: str, settings: Any = None) -> Path:
+    """``RUN/probes/<dir>`` of ``settings`` (a :class:`~medprobe.analysis.protocol.ProbeSettings`;
+    an int is a base seed of the default settings; ``None``: the defaults)."""
+    from ..analysis.protocol import ProbeSettings
+
+    if not isinstance(settings, ProbeSettings):
+        settings, _ = ProbeSettings.split_options({"seed": settings})
+    return run.path / "probes" / settings.dir_name(probe)
+
+
+def run_groups(run: Run) -> list[str]:
+    """Group id per sample for the folds and the control task: the dataset's ``groups`` (patient
+    / duplicate-cluster ids) when the manifest has them, else the sample ids (one group each)."""
+    groups = run.manifest["dataset"].get("groups")
+    return [str(g) for g in groups] if groups else list(run.sample_ids)
 
 
 def probe_run(
     run: Run | str | Path,
     probe: str | Sequence[str] = "linear",
     *,
-    seed: int = 0,
-    controls: bool = True,
+    settings: Any = None,
     force: bool = False,
-    **hyper: Any,
+    **options: Any,
 ) -> dict[str, Any]:
     """Probe every captured (layer, readout) of ``run`` with each named probe, all layers batched.
 
-    Returns probe name -> :class:`medprobe.analysis.results.ProbeResults`; results already saved
-    for the same probe and seed are loaded instead of retrained unless ``force``.
+    ``settings``: a :class:`~medprobe.analysis.protocol.ProbeSettings` (default: cv, k 5, seeds
+    0 1 2, 100 permutations); ``options`` override its fields by name (``seed=S``: base seed) or
+    are probe hyper-parameters. Returns probe name -> :class:`medprobe.analysis.results.ProbeResults`;
+    results already saved for the same protocol, k, seeds and recipe are loaded instead of
+    retrained unless ``force``.
     """
     from ..analysis.probes import probe_layers
+    from ..analysis.protocol import ProbeSettings
     from ..analysis.results import ProbeError, ProbeResults
 
+    settings, hyper = ProbeSettings.split_options(options, settings)
     run = _open(run)
     out: dict[str, Any] = {}
     for name in parse_probes(probe):
-        directory = probe_dir(run, name, seed)
+        directory = probe_dir(run, name, settings)
         if not force and (directory / "results.json").is_file():
             try:
-                out[name] = ProbeResults.load(directory, weights=False)
-                continue
+                saved = ProbeResults.load(directory, weights=False)
+                if settings.matches(saved.protocol):
+                    out[name] = saved
+                    continue
             except ProbeError:
                 pass  # unreadable: retrain and overwrite
+        probes = run.path / "probes"
+        ensure_writable(probes if probes.is_dir() else run.path, f"the {name} probe results",
+                        f"copy the run to a writable folder (cp -r {run.path} DEST) and probe the copy")
         features = {f"{lid}/{ro}": x for lid, ro, x in run.iter_features()}
-        # control-task labels keyed by sample id: identical for every model probed on these samples
-        hyper.setdefault("groups", run.sample_ids)
-        results = probe_layers(features, run.labels, run.splits, probe=name, seed=seed, controls=controls,
-                               n_classes=len(run.classes), **hyper)
+        # groups keyed by sample / patient id: identical for every model probed on these samples
+        groups = hyper.pop("groups", None) or run_groups(run)
+        try:
+            results = probe_layers(features, run.labels, run.splits, probe=name, settings=settings,
+                                   n_classes=len(run.classes), groups=groups, class_names=run.classes, **hyper)
+        except ProbeError as exc:
+            raise ProbeError(f"{run.path}: {exc}") from None
+        results.settings["input"] = run.integrity()  # verified, or unverified and why
         results.save(directory)
         out[name] = results
     return out
@@ -239,6 +267,8 @@ def report_runs(
     from ..analysis.report import build_report
 
     names = parse_probes(probes)
+    if out is not None:  # before any probe is trained
+        ensure_writable(out, "the report", "choose a writable --out")
     runs, trained_inputs, trained, zeroshots = _trained_rows(runs, names, seed=seed)
     feature_runs, classify_runs = split_runs(runs)
     if not feature_runs and not trained_inputs:

@@ -156,11 +156,12 @@ def read_dicom(path: Path) -> Image.Image:
             arr = np.asarray(ds.pixel_array)
     except Exception as exc:
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "?")
-        name = getattr(syntax, "name", syntax)
-        raise ImageDecodeError(
-            f"cannot decode DICOM pixel data (transfer syntax {name}); JPEG lossless / JPEG-LS need a decoder "
-            f"plugin (pip install pylibjpeg pylibjpeg-libjpeg, or python-gdcm): {exc}"
-        ) from None
+        hint = ""
+        if getattr(syntax, "is_compressed", False):
+            hint = (f" {syntax.name}: compressed pixel data that needs a decoder (JPEG lossless / JPEG-LS: pip install "
+                    "pylibjpeg pylibjpeg-libjpeg, or python-gdcm)")
+        reason = " ".join(str(exc).split())  # pydicom lists missing plugins on several lines: keep one line
+        raise ImageDecodeError(f"cannot decode DICOM pixel data (transfer syntax {syntax}){hint}: {reason}") from None
     samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
     if samples == 3:

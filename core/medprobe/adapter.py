@@ -111,6 +111,11 @@ class ModelAdapter:
     #: the family's code is not in transformers/timm/open_clip (needs trust_remote_code)
     needs_remote_code: bool = False
 
+    #: the values a card of this family may give as ``loader`` (how its checkpoints are loaded:
+    #: ``stock`` transformers classes, ``convert`` after ``medprobe convert``, ``remote-code``, a
+    #: library's factory ...); the conformance kit checks every card against it
+    loaders: tuple[str, ...] = ("stock",)
+
     # -- optional capabilities: declared here, never probed with getattr ----------------------
     #: the adapter is a transformers MLLM whose LM head scores candidate answers
     #: (``classify --mode score``: :func:`medprobe.tasks.classify.score_batch`)

@@ -382,7 +382,7 @@ def demo(
     progress: bool | None = None,
 ) -> Report:
     """The offline demo (``medprobe demo``): tiny random models of three MLLM families and two
-    baselines (:data:`medprobe.tasks.pipeline.DEMO_MODELS`) on the embedded synthetic dataset
+    baselines (the cards the zoo marks ``demo = N``: :func:`medprobe.tasks.pipeline.demo_models`) on the embedded synthetic dataset
     (default :data:`medprobe.tasks.pipeline.DEMO_DATASET`; pass a smaller ``synthetic:lesions?n=...``
     for a quicker run). Every number is synthetic: it checks the pipeline, not a medical finding.
     """

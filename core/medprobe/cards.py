@@ -14,7 +14,7 @@ TOML layout (one file may hold many cards)::
     title = "Lingshu-7B"
     hub_id = "lingshu-medical-mllm/Lingshu-7B"
     architecture = "Qwen2_5_VLForConditionalGeneration"
-    loader = "stock"                    # stock | remote-code | convert | timm | open_clip
+    loader = "stock"                    # one of the family adapter's `loaders` (stock, convert, remote-code, timm, ...)
     ...
     [card.sources]
     architecture = "model card: 'built on top of Qwen2.5VL'; third-party loaders"
@@ -32,7 +32,6 @@ from typing import Any, Iterable, Mapping
 from .registry import MedprobeError
 
 KINDS = ("mllm", "baseline")
-LOADERS = ("stock", "remote-code", "convert", "timm", "open_clip")
 
 
 class CardError(MedprobeError):
@@ -66,6 +65,8 @@ class ModelCard:
     #: processor settings) the full-size layer map is built from on the meta device
     #: (:mod:`medprobe.models.meta`); the file names whose config it is and where it was read
     published_config: str | None = None
+    #: position of this card in ``medprobe demo`` (the zoo picks the demo's models; ``None``: not in it)
+    demo: int | None = None
     #: adapter-specific settings (timm name, vision_feature_layer, fixed resolution, ...)
     settings: Mapping[str, Any] = field(default_factory=dict)
     #: fact name -> source of that fact
@@ -83,8 +84,8 @@ class ModelCard:
             problems.append(f"kind {self.kind!r} must be one of {KINDS}")
         if not self.family:
             problems.append("family (adapter) is required")
-        if self.loader not in LOADERS:
-            problems.append(f"loader {self.loader!r} must be one of {LOADERS}")
+        if not self.loader or self.loader != self.loader.strip():
+            problems.append(f"loader {self.loader!r} must be a non-empty name (one the family adapter declares in `loaders`)")
         if self.published_config is not None and ":" not in self.published_config:
             problems.append(f"published_config {self.published_config!r} must read 'package:path/to/file.json'")
         if problems:

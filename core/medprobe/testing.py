@@ -113,6 +113,10 @@ def check_model(ref: str, capture: bool = True, seed: int = 0) -> ConformanceRep
     if report.problems:
         return report
     adapter = get_adapter(card.family)
+    if card.loader not in adapter.loaders:
+        report.problems.append(f"card '{card.id}': loader {card.loader!r} is not one of family '{card.family}' "
+                               f"adapter's loaders {list(adapter.loaders)}")
+        return report
     try:
         if adapter.needs_remote_code:
             _card, lmap = resolve_layers(ref, tiny=True)

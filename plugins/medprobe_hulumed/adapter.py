@@ -80,6 +80,7 @@ def variant_of(card: ModelCard) -> str:
 
 class HuluMedAdapter(ModelAdapter):
     family = "hulumed"
+    loaders = ("remote-code",)
     names_ad_hoc_models = True
     needs_remote_code = True
 
@@ -144,8 +145,13 @@ class HuluMedAdapter(ModelAdapter):
         dtype: str = "auto",
         device_map: str | None = None,
         trust_remote_code: bool = False,
+        random_init: bool = False,
+        seed: int = 0,
         **options: Any,
     ) -> LoadedModel:
+        """The checkpoint through its remote code (``trust_remote_code`` required). ``random_init``:
+        the random-weights twin, built from the checkpoint's config by the same remote classes with
+        weights seeded by ``seed`` (the checkpoint's weights are never read)."""
         if not trust_remote_code:
             raise AdapterError(f"{REMOTE_CODE_REFUSAL} (card '{card.id}')")
         unknown = sorted(set(options) - set(LOAD_OPTIONS))
@@ -166,10 +172,24 @@ class HuluMedAdapter(ModelAdapter):
             extra_kwargs["attn_implementation"] = options["attn_implementation"]
         if options.get("max_memory"):
             extra_kwargs["max_memory"] = options["max_memory"]
+        weights, redrawn = src.weights, []
         try:
-            model = transformers.AutoModelForCausalLM.from_pretrained(
-                src.location, **src.model_kwargs(device_map, **extra_kwargs)
-            )
+            if random_init:
+                from medprobe.models.condition import build_random, random_init_label
+                from medprobe.runtime import torch_dtype
+
+                if device_map not in (None, "", "none"):
+                    raise AdapterError(f"card '{card.id}': --random-init builds the model on one device; drop --device-map")
+                config = transformers.AutoConfig.from_pretrained(src.location, **src.processor_kwargs())
+                model, redrawn = build_random(
+                    None, config, seed=seed, dtype=torch_dtype(src.dtype_name), device=device,
+                    make=lambda cfg, dt: transformers.AutoModelForCausalLM.from_config(cfg, dtype=dt, trust_remote_code=True),
+                )
+                weights = random_init_label(seed, src.weights)
+            else:
+                model = transformers.AutoModelForCausalLM.from_pretrained(
+                    src.location, **src.model_kwargs(device_map, **extra_kwargs)
+                )
             processor = transformers.AutoProcessor.from_pretrained(src.location, **src.processor_kwargs())
         except (OSError, ValueError) as exc:
             raise AdapterError(f"card '{card.id}': cannot load Hulu-Med from {src.weights}: {exc}") from exc
@@ -182,7 +202,7 @@ class HuluMedAdapter(ModelAdapter):
         if not isinstance(image_token_id, int) or image_token_id < 0:
             raise AdapterError(f"config.json of {src.weights}: image_token_index {image_token_id!r} is not a token id")
         layer_map = self.layer_map(
-            card, model, model.config, resolved_against=f"module tree of {type(model).__name__} loaded from {src.weights}"
+            card, model, model.config, resolved_against=f"module tree of {type(model).__name__} loaded from {weights}"
         )
         side = int(options.get("image_size") or card.setting("image_size") or DEFAULT_IMAGE_SIZE)
         return LoadedModel(
@@ -192,10 +212,11 @@ class HuluMedAdapter(ModelAdapter):
             layer_map=layer_map,
             processor=processor,
             config=model.config,
-            weights=src.weights,
+            weights=weights,
             device=model_device(model),
             dtype=src.dtype_name,
-            extra={"image_token_id": image_token_id, "image_size": side},
+            extra={"image_token_id": image_token_id, "image_size": side,
+                   **({"random_init_redrawn": redrawn} if redrawn else {})},
         )
 
     # -- inputs and forward --------------------------------------------------------------------

@@ -103,6 +103,7 @@ def cls_tokens(vision_model_type: str | None, strategy: str) -> int:
 
 class LlavaAdapter(StockMLLMAdapter):
     family = "llava"
+    loaders = ("stock", "convert")
     architectures = ("LlavaForConditionalGeneration",)
     model_types = ("llava",)
 

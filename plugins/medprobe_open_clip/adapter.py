@@ -88,6 +88,7 @@ class OpenClipAdapter(ModelAdapter):
     """open_clip image towers; see the module docstring."""
 
     family = "open_clip"
+    loaders = ("open_clip",)
     encodes_images = True
     has_text_tower = True
     names_ad_hoc_models = True

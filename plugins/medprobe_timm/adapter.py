@@ -62,6 +62,7 @@ class TimmAdapter(ModelAdapter):
     """timm image classifiers; see the module docstring."""
 
     family = "timm"
+    loaders = ("timm",)
     encodes_images = True
     names_ad_hoc_models = True
     version = "1"

@@ -18,6 +18,7 @@ from medprobe.analysis.report import (
     SYNTHETIC_BANNER,
     ModelInput,
     ReportError,
+    answers_correctness,
     build_report,
     load_report,
 )
@@ -32,13 +33,24 @@ def result(key, acc, probe="linear", half=0.03):
     )  # fmt: skip
 
 
-def mllm_entry(model="tiny-mllm", synthetic=True, p_final=0.6):
+N = 100
+
+
+def nested(acc, n=N, seeds=3):
+    """(S, N) 0/1 with exactly round(acc * n) correct samples, the first ones: layers are nested,
+    so a lower layer is wrong wherever a higher one is (a perfectly paired structure)."""
+    row = [1 if i < round(acc * n) else 0 for i in range(n)]
+    return [row] * seeds
+
+
+def mllm_entry(model="tiny-mllm", synthetic=True, p_final=0.6, outcomes=True):
     layers = []
     curve = [("vision.00", "vision", 0.0, 0.60), ("vision.01", "vision", 0.2, 0.80), ("connector", "connector", 0.4, 0.70),
              ("llm.00", "llm", 0.6, 0.72), ("llm.01", "llm", 0.8, 0.68), ("llm.02", "llm", 1.0, 0.62)]  # fmt: skip
     for lid, stage, depth, acc in curve:
         layers.append({"id": lid, "stage": stage, "depth": depth, "used": True, "feeds_connector": lid == "vision.01",
-                       "readout": "image-mean", "result": result(f"{lid}/image-mean", acc).to_dict()})  # fmt: skip
+                       "readout": "image-mean", "result": result(f"{lid}/image-mean", acc).to_dict(),
+                       "outcomes": {"linear": nested(acc)} if outcomes else {}})  # fmt: skip
     layers.append(
         {
             "id": "llm.02",
@@ -46,18 +58,25 @@ def mllm_entry(model="tiny-mllm", synthetic=True, p_final=0.6):
             "depth": 1.0,
             "readout": "last-token",
             "result": result("llm.02/last-token", 0.75),
+            "outcomes": {"linear": nested(0.75)} if outcomes else {},
         }
     )
+    extra = {}
+    if outcomes:
+        extra = {"sample_index": {"linear": list(range(N))}, "p_final_method": "score"}
+        if p_final is not None:
+            extra["p_final_correct"] = nested(p_final, seeds=1)[0]
     return {"model": model, "title": "Tiny MLLM", "kind": "mllm", "category": "medical", "synthetic": synthetic,
             "synthetic_reasons": ["tiny random model", "synthetic dataset"] if synthetic else [],
-            "layers": layers, "p_final": p_final, "p_final_n": 100, "manifest": {"run_key": "abc"}}  # fmt: skip
+            "layers": layers, "p_final": p_final, "p_final_n": 100, "manifest": {"run_key": "abc"}, **extra}  # fmt: skip
 
 
 def baseline_entry(synthetic=False):
     layers = [{"id": f"stage.{i}", "stage": "cnn", "depth": i / 3, "readout": "image-mean",
-               "result": result(f"stage.{i}/image-mean", a)} for i, a in enumerate([0.6, 0.7, 0.85, 0.9])]  # fmt: skip
+               "result": result(f"stage.{i}/image-mean", a), "outcomes": {"linear": nested(a)}}
+              for i, a in enumerate([0.6, 0.7, 0.85, 0.9])]  # fmt: skip
     return {"model": "resnet18", "title": "ResNet-18", "kind": "baseline", "category": "cnn", "synthetic": synthetic,
-            "layers": layers, "manifest": {"run_key": "def"}}  # fmt: skip
+            "layers": layers, "manifest": {"run_key": "def"}, "sample_index": {"linear": list(range(N))}}  # fmt: skip
 
 
 def test_report_contents_fhs_diagnosis_and_baseline():
@@ -86,9 +105,22 @@ def test_report_contents_fhs_diagnosis_and_baseline():
     assert verdicts == {
         "visual_representation": "present",  # 0.80 vs ResNet 0.90
         "connector_fidelity": "present",  # 0.80 -> 0.70
+        "llm_entry": "absent",  # 0.70 -> 0.72
         "llm_comprehension": "present",  # 0.72 -> 0.62
         "semantic_mapping": "present",  # P_final 0.60 vs last token 0.75
     }
+    for v in mllm["diagnosis"]["linear"]:
+        assert set(v) >= {"effect", "ci95", "p_value", "statistic", "multiplicity", "rule", "n"} and v["n"] == N
+    conn = next(v for v in mllm["diagnosis"]["linear"] if v["mode"] == "connector_fidelity")
+    assert conn["effect"] == pytest.approx(0.10) and conn["p_value"] == pytest.approx(1 / 2001)
+    sem = next(v for v in mllm["diagnosis"]["linear"] if v["mode"] == "semantic_mapping")
+    assert sem["evidence"]["p_final_method"] == "score" and mllm["p_final_method"] == "score"
+    for module in ("vision", "connector", "llm"):
+        lo, hi = mllm["fhs"]["linear"][module]["ci95"]
+        assert lo <= mllm["fhs"]["linear"][module]["score"] <= hi
+    assert mllm["fhs"]["linear"]["p_final_ci95"][0] < 0.6 < mllm["fhs"]["linear"]["p_final_ci95"][1]
+    assert mllm["paired_outcomes"]["linear"] == {"n": N, "n_seeds": 3, "seed_variance": True, "p_final_paired": True}
+    assert rep["diagnosis_settings"]["alpha"] == 0.05 and rep["diagnosis_settings"]["n_boot"] == 2000
     assert rep["diagnosis_settings"]["baseline"]["linear"]["model"] == "resnet18"
     assert base["diagnosis"] == {} and base["fhs"]["linear"]["connector"]["n_layers"] == 0
     assert mllm["p_final_ci95"][0] < 0.6 < mllm["p_final_ci95"][1]
@@ -152,6 +184,12 @@ def test_report_from_real_probe_results_with_two_probes(tmp_path):
     assert rep["probes"] == ["linear", "mlp"] and rep["primary_probe"] == "mlp"
     entry = rep["models"][0]
     assert set(entry["fhs"]) == set(entry["diagnosis"]) == {"linear", "mlp"}
+    # the probe's per-sample outcomes (format medprobe.probe/2) reach the paired verdicts and FHS intervals
+    n_scored = len(lin.sample_index)
+    assert entry["paired_outcomes"]["linear"]["n"] == n_scored
+    conn = next(v for v in entry["diagnosis"]["linear"] if v["mode"] == "connector_fidelity")
+    assert conn["verdict"] in ("present", "absent") and conn["n"] == n_scored and conn["p_value"] is not None
+    assert entry["fhs"]["linear"]["vision"]["ci95"] is not None
     assert len(entry["layers"]) == 8
     write_report(rep, tmp_path)
     assert load_report(tmp_path / "report.json") == rep
@@ -170,3 +208,53 @@ def test_bad_inputs_and_files(tmp_path):
     (tmp_path / "report.json").write_text(json.dumps({"schema": REPORT_SCHEMA, "schema_version": 99}))
     with pytest.raises(ReportError, match="upgrade medprobe"):
         load_report(tmp_path)
+    bad = mllm_entry()
+    bad["sample_index"] = {"linear": list(range(N - 1))}
+    with pytest.raises(ReportError, match="cover 100 samples, sample_index has 99"):
+        build_report([bad])
+    with pytest.raises(ReportError, match="p_final_method 'guess'"):
+        build_report([{**mllm_entry(), "p_final_method": "guess"}])
+
+
+def test_version_1_reports_are_still_read(tmp_path):
+    (tmp_path / "report.json").write_text(json.dumps({"schema": REPORT_SCHEMA, "schema_version": 1, "models": []}))
+    assert load_report(tmp_path)["schema_version"] == 1
+
+
+def test_without_outcomes_verdicts_are_not_assessed_with_the_reason():
+    rep = build_report([mllm_entry(outcomes=False), baseline_entry()])
+    m = rep["models"][0]
+    assert m["paired_outcomes"] == {"linear": None}
+    for v in m["diagnosis"]["linear"]:
+        assert v["verdict"] == "not_assessed" and v["p_value"] is None
+    conn = next(v for v in m["diagnosis"]["linear"] if v["mode"] == "connector_fidelity")
+    assert "no per-sample outcomes" in conn["summary"] and conn["evidence"]["marginal_only"]
+    assert m["fhs"]["linear"]["vision"]["ci95"] is None
+
+
+def test_baseline_on_other_samples_is_not_paired_and_answers_align_by_id():
+    base = baseline_entry()
+    base["sample_index"] = {"linear": list(range(1, N + 1))}
+    rep = build_report([mllm_entry(), base])
+    vis = rep["models"][0]["diagnosis"]["linear"][0]
+    assert vis["verdict"] == "not_assessed" and "not paired" in vis["summary"]
+    answers = [{"id": "b", "correct": False}, {"id": "a", "correct": True}, {"id": "c", "correct": True}]
+    assert answers_correctness(answers, ["a", "b", "c"]).tolist() == [True, False, True]
+    with pytest.raises(ReportError, match="first: 'd'"):
+        answers_correctness(answers, ["a", "d"])
+
+
+def test_markdown_and_html_show_intervals_and_verdict_statistics(tmp_path):
+    rep = build_report([mllm_entry(), baseline_entry()])
+    paths = write_report(rep, tmp_path, formats=("md", "html"))
+    md = paths["md"].read_text()
+    assert "## FHS with 95% intervals — `linear` probe" in md and "## Verdict statistics — `linear` probe" in md
+    fhs_c = rep["models"][0]["fhs"]["linear"]["connector"]
+    assert f"0.700 [{fhs_c['ci95'][0]:.3f}, {fhs_c['ci95'][1]:.3f}]" in md
+    assert "| Tiny MLLM | connector_fidelity | present | +0.100 |" in md
+    assert "answer scoring (log-likelihood)" in md and "| 100 × 3 |" in md
+    html = paths["html"].read_text()
+    assert "Verdict statistics" in html and "paired 95% CI" in html and "LLM entry" in html
+    old = build_report([mllm_entry(outcomes=False)])
+    md_old = write_report(old, tmp_path / "old", formats=("md",))["md"].read_text()
+    assert "no CI: no per-sample outcomes" in md_old and "none (not assessed)" in md_old

@@ -7,6 +7,7 @@ check that the pipeline is deterministic.
 
 from __future__ import annotations
 
+from medprobe.tasks.pipeline import probe_dir
 import json
 import shutil
 
@@ -99,7 +100,7 @@ def test_probe(api_runs, tmp_path):
     cli = cli_json(["probe", str(two), "--probe", "linear", "--seed", "0", "--json"])["linear"]
     api.pop("elapsed_s"), cli.pop("elapsed_s")
     assert api == cli
-    assert (one / "probes" / "linear-seed0" / "results.json").is_file()
+    assert (probe_dir(mp.open_run(one), "linear", 0) / "results.json").is_file()
 
 
 def test_report(api_runs, api_report, tmp_path):

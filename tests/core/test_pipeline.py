@@ -49,7 +49,7 @@ def test_report_from_runs_writes_four_files(runs, tmp_path):
     ids = {m["id"]: m for m in report["models"]}
     assert ids["lingshu-7b"]["kind"] == "mllm" and ids["example-cnn"]["kind"] == "baseline"
     modes = {d["mode"] for d in ids["lingshu-7b"]["diagnosis"]["linear"]}
-    assert modes == {"visual_representation", "connector_fidelity", "llm_comprehension", "semantic_mapping"}
+    assert modes == {"visual_representation", "connector_fidelity", "llm_entry", "llm_comprehension", "semantic_mapping"}
     assert ids["lingshu-7b"]["manifest"]["run_key"] == mllm.key
     html = (tmp_path / "report.html").read_text()
     assert "data:image/png;base64," in html and "SYNTHETIC" in html

@@ -123,7 +123,7 @@ def test_row22_one_class_only_is_warned_and_refused_at_probe(tmp_path, medprobe,
     (run_dir,) = runs.iterdir()
     with unchanged(run_dir):
         result = medprobe("probe", run_dir)
-    assert result.code == 2 and result.err == "Error: probing needs at least two classes\n"
+    assert result.code == 2 and result.err == f"Error: {run_dir}: probing needs at least two classes\n"
 
 
 def test_row23_class_with_one_image_is_warned(tmp_path, medprobe):

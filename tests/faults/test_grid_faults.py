@@ -79,9 +79,9 @@ def test_row65_unknown_probe_key_is_refused_at_parse_time(tmp_path, medprobe):
     result = medprobe("grid", "run", path, "--dry-run")
     assert result.code == 2
     assert result.err == (
-        f"Error: {path}: [probe]: unknown key(s) ['max_iters'] for probe 'linear'; known: ['controls', 'n_boot', "
-        "'n_permutations', 'max_chunk_bytes', 'device'] and the 'linear' hyper-parameters ['coarse_grid', 'fine_steps', "
-        "'max_iter', 'tol', 'history']\n")
+        f"Error: {path}: [probe]: unknown key(s) ['max_iters'] for probe 'linear'; known: ['protocol', 'k', 'seeds', "
+        "'n_permutations', 'controls', 'recipe', 'holdout', 'n_boot', 'max_chunk_bytes', 'device'] and the 'linear' "
+        "hyper-parameters ['coarse_grid', 'fine_steps', 'max_iter', 'tol', 'history', 'recipe']\n")
     assert not (tmp_path / "grid").exists()
     # a key one probe takes but another does not: the same table goes to both
     both = GOOD.replace('probes = ["linear"]', 'probes = ["linear", "mlp"]').replace("max_iter = 50", "max_iter = 50\nhidden = 16")

@@ -8,6 +8,7 @@ Tiny random example CNN on the synthetic lesion set: pipeline checks, not findin
 
 from __future__ import annotations
 
+from medprobe.tasks.pipeline import probe_dir
 import json
 import os
 import signal
@@ -285,7 +286,7 @@ def test_schema1_run_is_read_and_results_say_unverified(run_copy, capsys):
     assert rc == 0 and "ok (unverified: manifest written before manifest checksums (schema 1)" in out
     rc, _, err = medprobe(capsys, "probe", run_copy, "--no-controls")
     assert rc == 0, err
-    saved = json.loads((run_copy / "probes" / "linear-seed0" / "results.json").read_text())
+    saved = json.loads((probe_dir(Run.open(run_copy), "linear") / "results.json").read_text())
     assert saved["settings"]["input"]["status"] == "unverified" and "schema 1" in saved["settings"]["input"]["reasons"][0]
     computed = []
     reused = _extract(run_copy.parent, on_batch=computed.append)
@@ -308,7 +309,7 @@ def test_checksummed_run_results_say_verified(run_copy):
 def test_53_corrupted_probe_results_are_recomputed_by_report(run_copy, tmp_path, capsys):
     rc, _, err = medprobe(capsys, "probe", run_copy)
     assert rc == 0, err
-    results = run_copy / "probes" / "linear-seed0" / "results.json"
+    results = probe_dir(Run.open(run_copy), "linear") / "results.json"
     good = json.loads(results.read_text())
     results.write_text("{ truncated")
     features_before = {k: v for k, v in tree_checksums(run_copy).items() if not k.startswith("probes/")}

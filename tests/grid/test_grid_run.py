@@ -3,6 +3,7 @@ and one combined report, failures that do not stop the others, interrupt and res
 
 from __future__ import annotations
 
+from medprobe.tasks.pipeline import probe_dir
 import json
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def test_three_executors_fill_one_grid_and_one_report(tiny_grid, tmp_path):
     for job_id, st in statuses.items():
         run = Run.open(st.run_dir)
         assert run.complete and run.key == planned[job_id].run_key  # the key planned before running is the run's
-        assert (run.path / "probes" / "linear-seed0" / "results.json").is_file()
+        assert (probe_dir(run, "linear") / "results.json").is_file()
         log = (tiny_grid / "jobs" / job_id / "job.log").read_text()
         assert f"job {job_id} attempt 1" in log and "done:" in log
     # the size estimate from the tiny layer map is the size written

@@ -379,7 +379,7 @@ GOOD = '[[card]]\nid = "tiny"\nkind = "baseline"\nfamily = "timm"\nloader = "tim
         (GOOD + GOOD, "duplicate card ids"),
         ('[[card]]\nid = "tiny"\nkind = "baseline\n', "cannot read card file"),
         ('title = "no card table"\n', "[[card]]"),
-        (GOOD.replace('loader = "timm"', 'loader = "magic"'), "loader"),
+        (GOOD.replace('loader = "timm"', 'loader = " "'), "loader"),
         ('[[card]]\nid = "x"\nkind = "mllm"\nfamily = ""\n', "family"),
     ],
     ids=["unknown-field", "bad-kind", "duplicate-id", "broken-toml", "no-card-table", "bad-loader", "no-family"],

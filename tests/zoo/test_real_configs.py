@@ -36,6 +36,7 @@ EXPECTED = {
     "llava-1.5-7b": (24, 1024, 4096, 32, 4096, 577, 576, 7_063_427_072),
     "huatuogpt-vision-7b-original": (24, 1024, 3584, 28, 3584, 577, 576, 7_935_646_208),
     "huatuogpt-vision-34b": (24, 1024, 7168, 60, 7168, 577, 576, 34_751_159_296),
+    "llava-med-v1.5": (24, 1024, 4096, 32, 4096, 577, 576, 7_566_219_264),
 }
 #: cards resolved on their base's config (their own config.json was not found)
 FALLBACK = {
@@ -49,7 +50,7 @@ FALLBACK = {
 #: cards without a full-size map offline, and why (their sources say so)
 NO_META = {
     "qwen2.5-vl-32b": "NOT FOUND", "lingshu-32b": "NOT FOUND", "shizhengpt-32b-vl": "NOT FOUND",
-    "medgemma-27b": "NOT FOUND", "llava-med-v1.5": "NOT FOUND",
+    "medgemma-27b": "NOT FOUND",
     "hulu-med-4b": "NOT BUILT", "hulu-med-7b": "NOT BUILT", "hulu-med-14b": "NOT BUILT", "hulu-med-32b": "NOT BUILT",
 }
 
@@ -288,7 +289,7 @@ def test_gemma3_preprocessing_gives_256_soft_tokens():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("card_id,width", [("llava-1.5-7b", 4096), ("huatuogpt-vision-7b-original", 3584)])
+@pytest.mark.parametrize("card_id,width", [("llava-1.5-7b", 4096), ("huatuogpt-vision-7b-original", 3584), ("llava-med-v1.5", 4096)])
 def test_llava_preprocessing_gives_576_image_positions_at_336(card_id, width):
     def edit(raw, tok):
         if raw["model_type"] == "llava":

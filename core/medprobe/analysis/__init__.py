@@ -14,7 +14,9 @@ module                 concept
 ``linear`` / ``mlp``   the two built-in probes (torch)
 ``reference``          per-layer reference implementations (scikit-learn / per-layer AdamW loop)
 ``fhs``                the paper's Feature Health Score and the FHS_V -> FHS_C -> FHS_L -> P_final profile
-``diagnosis``          the four failure modes with documented thresholds and evidence
+``inference``          paired statistics on per-sample outcomes (bootstrap over samples and seeds, max-t, McNemar, Holm)
+``diagnosis``          the failure modes decided by paired tests, minimum effect sizes and evidence
+``simulation``         simulated per-sample outcomes with known truth (calibration of the diagnosis)
 ``report``             report inputs (``ModelInput``), ``build_report``, ``load_report``
 ``figures``            matplotlib (Agg) figures as PNG bytes
 ``exporters``          ``report.json`` / ``report.csv`` / ``report.md`` / ``report.html`` writers

@@ -31,6 +31,7 @@ CSV_COLUMNS = (
 MODE_TITLES = {
     "visual_representation": "visual representation",
     "connector_fidelity": "connector fidelity",
+    "llm_entry": "LLM entry",
     "llm_comprehension": "LLM comprehension",
     "semantic_mapping": "semantic mapping",
 }
@@ -255,11 +256,38 @@ def _banner_text(report: Mapping[str, Any]) -> str:
     return f"{SYNTHETIC_BANNER}. Reasons: {reasons}. Synthetic models: {models}."
 
 
+def random_floor_markdown(report: Mapping[str, Any]) -> list[str]:
+    """Markdown lines of the random-weights floor: per model with a twin in the report, its
+    accuracy per layer beside the twin's (``random_floor``, docs/report-schema.md); ``[]`` if none."""
+    L: list[str] = []
+    for m in report["models"]:
+        floor = m.get("random_floor")
+        if not floor:
+            continue
+        for probe, twin_rows in floor["layers"].items():
+            twin = {(r["id"], r["readout"]): r["accuracy"] for r in twin_rows}
+            rows = [
+                [r["id"], r["readout"], _f(r.get("accuracy")), _f(twin.get((r["id"], r["readout"]))),
+                 _f(r["accuracy"] - twin[(r["id"], r["readout"])])
+                 if r.get("accuracy") is not None and twin.get((r["id"], r["readout"])) is not None else "—"]
+                for r in m["layers"] if r["probe"] == probe
+            ]
+            if not rows:
+                continue
+            L += [f"## Random-weights floor: {m['title']} — `{probe}` probe", "",
+                  f"Twin `{floor['model']}` ({floor.get('weights')}): the same architecture and config with random "
+                  "weights, extracted and probed alike; its accuracy is what architecture + probe give without training.", ""]
+            L += _md_table(["layer", "readout", "model", "random floor", "above floor"], rows) + [""]
+    return L
+
+
 def render_markdown(report: Mapping[str, Any]) -> str:
     """The Markdown report (tables only; figures are in the HTML)."""
     L: list[str] = [f"# {report['title']}", ""]
     if report.get("synthetic"):
         L += [f"> **⚠ {_banner_text(report)}**", ""]
+    if report.get("leakage_banner"):
+        L += [f"> **⚠ {report['leakage_banner']}**", ""]
     L += [
         f"Generated {report['created']} by medprobe {report['medprobe_version']} "
         f"(schema `{report['schema']}` v{report['schema_version']}). Probes: "
@@ -288,6 +316,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                 cells = {mode: f"**{verdict}**: {summary}" for mode, verdict, summary in _diag_cells(m, probe)}
                 rows.append([m["title"]] + [cells.get(k, "—") for k in MODE_TITLES])
             L += _md_table(header, rows) + [""]
+        L += statistics_markdown(report, probe)
+    L += random_floor_markdown(report)
     if report.get("trained"):
         L += ["## Trained classifiers", "", TRAINED_NOTE, ""]
         L += _md_table(TRAINED_HEADER, _trained_rows(report)) + [""]
@@ -308,6 +338,90 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             L += [f"## Layers: {m['title']} ({m['kind']}) — `{probe}` probe{flag}", ""]
             L += _md_table(LAYER_HEADER, rows) + [""]
     return "\n".join(L)
+
+
+# -- statistics of schema 2: FHS intervals, paired verdicts (rendered in md and html) ------------
+
+FHS_CI_HEADER = ["model", "FHS_V [95% CI]", "FHS_C [95% CI]", "FHS_L [95% CI]", "P_final [95% CI]", "P_final method",
+                 "paired samples × seeds"]  # fmt: skip
+VERDICT_HEADER = ["model", "mode", "verdict", "effect", "paired 95% CI", "p", "n", "statistic", "multiplicity"]
+P_FINAL_METHOD_TEXT = {"generate": "generated answers", "score": "answer scoring (log-likelihood)",
+                       "zeroshot": "zero-shot (contrastive)"}  # fmt: skip
+STATS_NOTE = (
+    "Verdicts (diagnosis-2): present = effect at least its minimum size and the paired test significant at alpha "
+    "after the multiplicity rule shown; intervals and p-values come from a paired bootstrap over samples and probe "
+    "seeds. FHS intervals: basic bootstrap (curve and FHS recomputed per draw). Not assessed: the reason is given."
+)
+
+
+def _with_ci(x: Any, ci: Any) -> str:
+    if x is None:
+        return "—"
+    return f"{x:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else " (no CI: no per-sample outcomes)")
+
+
+def fhs_ci_rows(report: Mapping[str, Any], probe: str) -> list[list[str]]:
+    """One row per model: FHS_V / FHS_C / FHS_L and P_final, each with its 95% interval."""
+    rows = []
+    for m in report["models"]:
+        prof = (m.get("fhs") or {}).get(probe)
+        if not prof:
+            continue
+        cells = [m["title"]]
+        for mod in ("vision", "connector", "llm"):
+            d = prof[mod]
+            cells.append(_with_ci(d.get("score"), d.get("ci95")) if d.get("n_layers") else "—")
+        pf = m.get("p_final")
+        cells.append(_with_ci(pf, prof.get("p_final_ci95") or m.get("p_final_ci95")) if pf is not None else "—")
+        cells.append(P_FINAL_METHOD_TEXT.get(m.get("p_final_method") or "", "—"))
+        po = (m.get("paired_outcomes") or {}).get(probe)
+        cells.append(f"{po['n']} × {po['n_seeds']}" if po else "none (not assessed)")
+        rows.append(cells)
+    return rows
+
+
+def verdict_rows(report: Mapping[str, Any], probe: str) -> list[list[str]]:
+    """One row per MLLM x mode: verdict, effect, paired CI, p, n, statistic, multiplicity."""
+    rows = []
+    for m in report["models"]:
+        for v in (m.get("diagnosis") or {}).get(probe, []):
+            ci = v.get("ci95")
+            decided = v.get("p_value") is not None
+            rows.append(
+                [
+                    m["title"],
+                    v["mode"],
+                    v["verdict"],
+                    f"{v['effect']:+.3f}" if v.get("effect") is not None else "—",
+                    f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "—",
+                    _p(v.get("p_value")),
+                    _f(v.get("n")),
+                    v.get("statistic") or ("—" if decided else v.get("summary", "")),
+                    v.get("multiplicity") or "—",
+                ]
+            )
+    return rows
+
+
+def statistics_markdown(report: Mapping[str, Any], probe: str) -> list[str]:
+    """Markdown lines: the FHS-with-intervals table and the paired-verdict table of ``probe``."""
+    L = [f"## FHS with 95% intervals — `{probe}` probe", ""]
+    L += _md_table(FHS_CI_HEADER, fhs_ci_rows(report, probe)) + [""]
+    rows = verdict_rows(report, probe)
+    if rows:
+        L += [f"## Verdict statistics — `{probe}` probe", "", STATS_NOTE, ""]
+        L += _md_table(VERDICT_HEADER, rows) + [""]
+    return L
+
+
+def statistics_html(report: Mapping[str, Any], probe: str) -> str:
+    """HTML: the FHS-with-intervals table and the paired-verdict table of ``probe``."""
+    H = [f"<h2>FHS with 95% intervals — {_h(probe)} probe</h2>", _html_table(FHS_CI_HEADER, fhs_ci_rows(report, probe))]
+    rows = verdict_rows(report, probe)
+    if rows:
+        H += [f"<h2>Verdict statistics — {_h(probe)} probe</h2>", f"<p>{_h(STATS_NOTE)}</p>"]
+        H.append(_html_table(VERDICT_HEADER, rows, numeric_from=3))
+    return "\n".join(H)
 
 
 def write_markdown(report: Mapping[str, Any], out_dir: Path | str) -> Path:
@@ -365,6 +479,8 @@ def render_html(report: Mapping[str, Any]) -> str:
             f"<small>Reasons: {_h(', '.join(report.get('synthetic_reasons') or []))}. "
             f"Synthetic models: {_h(', '.join(report.get('synthetic_models') or []))}.</small></div>"
         )
+    if report.get("leakage_banner"):
+        H.append(f'<div class="banner" id="leakage-banner">⚠ {_h(report["leakage_banner"])}</div>')
     H.append(f"<h1>{_h(report['title'])}</h1>")
     H.append(
         f'<p class="meta">Generated {_h(report["created"])} by medprobe {_h(report["medprobe_version"])} '
@@ -412,6 +528,7 @@ def render_html(report: Mapping[str, Any]) -> str:
                     )
                 H.append(f"<tr><td>{_h(m['title'])}</td>{''.join(cells)}</tr>")
             H.append("</tbody></table>")
+        H.append(statistics_html(report, probe))
     if report.get("trained"):
         H.append('<h2 id="trained">Trained classifiers</h2>')
         H.append(f"<p>{_h(TRAINED_NOTE)}</p>")

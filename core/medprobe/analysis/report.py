@@ -15,13 +15,25 @@ The input per model, as a dict (``ModelInput.from_dict``)::
      "layers": [{"id": "vision.00", "stage": "vision", "depth": 0.0, "used": True,
                  "feeds_connector": False, "readout": "image-mean",
                  "result": <LayerProbeResult or its dict>}, ...],     # or "results": {probe: ...}
-     "p_final": 0.52, "p_final_n": 200, "manifest": {...}}
+     "p_final": 0.52, "p_final_n": 200, "manifest": {...},
+     # per-sample outcomes (results format medprobe.probe/2; what the paired verdicts read):
+     "outcomes": {probe: {"<layer id>/<readout>": (S, N) 0/1}},   # or per layer "outcomes": {probe: (S, N)}
+     "sample_index": {probe: [N positions in the run's samples]},
+     "p_final_correct": [N_run 0/1: the answer of every sample of the run, in run order],
+     "p_final_method": "generate" | "score" | "zeroshot"}
+
+Per-sample outcomes come from :class:`ProbeResults` (``sample_index``, ``outcomes(key)``) when
+the results have them; the answers' correctness from :func:`answers_correctness`. Every model
+x probe with outcomes gets one :class:`medprobe.analysis.inference.PairedBootstrap` (B =
+``n_boot`` draws, seeded), shared by its FHS intervals and its verdicts.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+
+import numpy as np
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -29,11 +41,16 @@ from typing import Any, Iterable, Mapping, Sequence
 from ..layermap import MODULE_OF_STAGE
 from . import diagnosis as _diagnosis
 from . import fhs as _fhs
+from . import inference as _inference
+from . import twins as _twins
 from .metrics import wilson_ci
 from .results import LayerProbeResult, ProbeError, ProbeResults, _clean
 
 REPORT_SCHEMA = "medprobe.report"
-REPORT_SCHEMA_VERSION = 1
+#: 2: verdicts decided by paired tests (diagnosis-2) with effect / ci95 / p_value / statistic /
+#: multiplicity / n, mode ``llm_entry``, FHS intervals, ``p_final_method``; version 1 is still read
+REPORT_SCHEMA_VERSION = 2
+READS_SCHEMA_VERSIONS = (1, 2)
 REPORT_FILE = "report.json"
 SYNTHETIC_BANNER = "SYNTHETIC — pipeline check only — not medical findings"
 KINDS = ("mllm", "baseline")
@@ -123,6 +140,13 @@ class ModelInput:
     #: where ``p_final`` comes from: ``None`` (an MLLM's own answers) or ``"zeroshot"`` (a
     #: contrastive baseline's zero-shot accuracy, ``medprobe zeroshot``)
     p_final_source: str | None = None
+    #: how P_final was obtained: ``generate`` / ``score`` (the classify run's mode) / ``zeroshot``
+    p_final_method: str | None = None
+    #: (N_run,) bool: correctness of the answer of every sample of the run, in run order
+    p_final_correct: Any = None
+    #: probe -> {feature key -> correct (S, N) bool}; probe -> (N,) int64 positions of those samples
+    outcomes: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    sample_index: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -132,6 +156,29 @@ class ModelInput:
         if self.synthetic_reasons and not self.synthetic:
             self.synthetic = True
         self.title = self.title or self.model
+        if self.p_final_method is None and self.p_final_source == "zeroshot":
+            self.p_final_method = "zeroshot"
+        if self.p_final_method is not None and self.p_final_method not in _diagnosis.P_FINAL_METHODS:
+            raise ReportError(
+                f"model '{self.model}': p_final_method {self.p_final_method!r} must be one of {_diagnosis.P_FINAL_METHODS}"
+            )
+        self.outcomes = {
+            p: {k: _inference.as_outcomes(v, f"{self.model}: {p} {k}") for k, v in oc.items()}
+            for p, oc in self.outcomes.items()
+        }
+        self.sample_index = {p: np.asarray(v, dtype=np.int64) for p, v in self.sample_index.items()}
+        for p, oc in self.outcomes.items():
+            idx = self.sample_index.get(p)
+            if idx is None:
+                raise ReportError(f"model '{self.model}': probe '{p}' has outcomes but no sample_index")
+            bad = [k for k, v in oc.items() if v.shape[1] != idx.shape[0]]
+            if bad:
+                raise ReportError(
+                    f"model '{self.model}': probe '{p}' outcomes of {bad[0]} cover {oc[bad[0]].shape[1]} samples, "
+                    f"sample_index has {idx.shape[0]}: the results directory is inconsistent, re-run the probe"
+                )
+        if self.p_final_correct is not None:
+            self.p_final_correct = np.asarray(self.p_final_correct).astype(bool)
 
     def to_dict(self) -> dict[str, Any]:
         return _clean(
@@ -146,6 +193,7 @@ class ModelInput:
                 "p_final": self.p_final,
                 "p_final_n": self.p_final_n,
                 "p_final_source": self.p_final_source,
+                "p_final_method": self.p_final_method,
                 "manifest": self.manifest,
             }
         )
@@ -155,6 +203,10 @@ class ModelInput:
         model = str(d.get("model") or d.get("id") or "")
         if not model:
             raise ReportError("a model entry has no 'model' id")
+        outcomes: dict[str, dict[str, Any]] = {p: dict(oc) for p, oc in (d.get("outcomes") or {}).items()}
+        for x in d.get("layers", []):
+            for p, arr in (x.get("outcomes") or {}).items():
+                outcomes.setdefault(p, {})[f"{x['id']}/{x.get('readout', 'image-mean')}"] = arr
         return cls(
             model=model,
             kind=str(d.get("kind", "")),
@@ -167,6 +219,10 @@ class ModelInput:
             p_final_n=d.get("p_final_n"),
             manifest=dict(d.get("manifest") or {}),
             p_final_source=d.get("p_final_source"),
+            p_final_method=d.get("p_final_method"),
+            p_final_correct=d.get("p_final_correct"),
+            outcomes=outcomes,
+            sample_index=dict(d.get("sample_index") or {}),
         )
 
     @classmethod
@@ -212,7 +268,65 @@ class ModelInput:
                 entry.results[probe] = layer_result
         order = {lid: i for i, lid in enumerate(specs)}
         ordered = sorted(entries.values(), key=lambda e: (order[e.id], READOUT_ORDER.get(e.readout, 9)))
-        return cls(model=model, kind=kind, layers=ordered, **meta)
+        outcomes: dict[str, dict[str, Any]] = {}
+        sample_index: dict[str, Any] = {}
+        for probe, res in results.items():
+            try:
+                idx = res.sample_index
+            except ProbeError:  # results written before medprobe.probe/2: verdicts not assessed, with the reason
+                continue
+            sample_index[probe] = idx
+            outcomes[probe] = {key: res.outcomes(key)[0] for key in res.layers}
+        return cls(model=model, kind=kind, layers=ordered, outcomes=outcomes, sample_index=sample_index, **meta)
+
+
+def answers_correctness(answers: Iterable[Mapping[str, Any]], sample_ids: Sequence[str], *, source: str = "answers") -> np.ndarray:
+    """(N_run,) bool: the ``correct`` flag of the answer to every sample of a run, in the run's
+    sample order (``sample_ids``), from answer rows with ``id`` and ``correct`` (a classify run's
+    ``answers.jsonl``). A sample without an answer is a :class:`ReportError` naming it."""
+    by_id = {str(a["id"]): bool(a.get("correct")) for a in answers}
+    missing = [i for i in sample_ids if str(i) not in by_id]
+    if missing:
+        raise ReportError(
+            f"{source}: no answer for {len(missing)} of the run's {len(sample_ids)} samples (first: '{missing[0]}'); "
+            "run classify on the same dataset as the extract run"
+        )
+    return np.array([by_id[str(i)] for i in sample_ids], dtype=bool)
+
+
+def _aligned_p_final(m: ModelInput, probe: str) -> np.ndarray | None:
+    """The answers' correctness on the probe's scored samples (N,), or ``None``."""
+    if m.p_final_correct is None or probe not in m.sample_index:
+        return None
+    idx = m.sample_index[probe]
+    if idx.size and (idx.min() < 0 or idx.max() >= m.p_final_correct.shape[0]):
+        raise ReportError(
+            f"model '{m.model}': probe '{probe}' sample_index reaches {int(idx.max())}, but the answers cover "
+            f"{m.p_final_correct.shape[0]} samples: the classify run is not on this run's dataset"
+        )
+    return m.p_final_correct[idx]
+
+
+def _baseline_for(
+    ref: _diagnosis.BaselineRef | None, ref_input: ModelInput | None, probe: str, m: ModelInput
+) -> _diagnosis.BaselineRef | None:
+    """The reference baseline with its outcomes re-ordered onto ``m``'s samples, or without
+    outcomes (and the reason) when the two were not scored on the same samples."""
+    if ref is None:
+        return None
+    out = _diagnosis.BaselineRef(ref.model, ref.layer, ref.readout, ref.accuracy, ref.ci95)
+    if ref_input is None or probe not in ref_input.outcomes or probe not in m.sample_index:
+        return out
+    mine, theirs = m.sample_index[probe], ref_input.sample_index[probe]
+    if set(mine.tolist()) != set(theirs.tolist()):
+        out.unpaired_reason = (
+            f"baseline '{ref.model}' was scored on other samples than this model ({theirs.size} vs {mine.size}): not paired"
+        )
+        return out
+    pos = {int(s): i for i, s in enumerate(theirs.tolist())}
+    order = np.array([pos[int(s)] for s in mine.tolist()], dtype=np.int64)
+    out.outcomes = {k: v[:, order] for k, v in ref_input.outcomes[probe].items()}
+    return out
 
 
 def _row(layer: LayerInput, probe: str, r: LayerProbeResult) -> dict[str, Any]:
@@ -270,8 +384,12 @@ def build_report(
     created: str | None = None,
     extra: Mapping[str, Any] | None = None,
     trained: Sequence[Mapping[str, Any]] = (),
+    n_boot: int = _inference.DEFAULT_N_BOOT,
+    bootstrap_seed: int = 0,
 ) -> dict[str, Any]:
-    """The ``report.json`` dict (schema ``medprobe.report`` version 1, see docs/report-schema.md).
+    """The ``report.json`` dict (schema ``medprobe.report`` version 2, see docs/report-schema.md).
+
+    ``n_boot`` / ``bootstrap_seed``: the paired bootstrap behind FHS intervals and verdicts.
 
     ``primary_probe`` (default ``linear`` if present, else the first probe found) is the probe the
     summaries lead with; every probe gets its own rows, FHS and diagnosis. ``extra`` is stored
@@ -305,6 +423,7 @@ def build_report(
             {m.model: [r for r in rows_of[m.model] if r["probe"] == p] for m in inputs if m.kind == "baseline"}
         )
 
+    by_id = {m.model: m for m in inputs}
     entries = []
     for m in inputs:
         rows = rows_of[m.model]
@@ -313,16 +432,47 @@ def build_report(
             p_final_ci = list(wilson_ci(round(m.p_final * m.p_final_n), m.p_final_n))
         fhs = {}
         diag: dict[str, list[dict[str, Any]]] = {}
+        paired: dict[str, Any] = {}
         for p in probes:
             prow = [r for r in rows if r["probe"] == p]
             if not prow:
                 continue
+            oc = m.outcomes.get(p)
+            pf = _aligned_p_final(m, p) if m.kind == "mllm" else None
+            boot = None
+            if oc:
+                boot = _inference.PairedBootstrap(
+                    {**oc, **({_diagnosis.P_FINAL_KEY: pf} if pf is not None else {})}, n_boot=n_boot, seed=bootstrap_seed
+                )
+                paired[p] = {
+                    "n": boot.n,
+                    "n_seeds": max(v.shape[0] for v in oc.values()),
+                    "seed_variance": all(v.shape[0] >= 2 for v in oc.values()),
+                    "p_final_paired": pf is not None,
+                }
+            else:
+                paired[p] = None
             fhs[p] = _fhs.fhs_profile(
-                prow, p_final=m.p_final if m.kind == "mllm" else None, p_final_n=m.p_final_n, lam=lam
+                prow,
+                p_final=m.p_final if m.kind == "mllm" else None,
+                p_final_n=m.p_final_n,
+                lam=lam,
+                bootstrap=boot,
+                p_final_key=_diagnosis.P_FINAL_KEY if pf is not None else None,
             ).to_dict()
             if m.kind == "mllm":
+                ref = baselines[p]
                 verdicts = _diagnosis.diagnose(
-                    prow, p_final=m.p_final, p_final_ci=p_final_ci, baseline=baselines[p], thresholds=th
+                    prow,
+                    outcomes=oc or None,
+                    p_final=m.p_final,
+                    p_final_ci=p_final_ci,
+                    p_final_correct=pf,
+                    p_final_method=m.p_final_method,
+                    baseline=_baseline_for(ref, by_id.get(ref.model) if ref else None, p, m),
+                    thresholds=th,
+                    n_boot=n_boot,
+                    seed=bootstrap_seed,
                 )
                 diag[p] = [v.to_dict() for v in verdicts]
         entries.append(
@@ -337,12 +487,15 @@ def build_report(
                 "p_final_n": m.p_final_n,
                 "p_final_ci95": p_final_ci,
                 "p_final_source": m.p_final_source,
+                "p_final_method": m.p_final_method,
+                "paired_outcomes": paired,
                 "layers": rows,
                 "fhs": fhs,
                 "diagnosis": diag,
                 "manifest": m.manifest,
             }
         )
+    _twins.decorate_entries(entries)  # condition, leakage, twin_of, random_floor (from the manifests)
     trained_entries = _trained_entries(trained)
     synthetic = any(m.synthetic for m in inputs) or any(t["synthetic"] for t in trained_entries)
     reasons = sorted(
@@ -364,6 +517,7 @@ def build_report(
             )
         ),
         "banner": SYNTHETIC_BANNER if synthetic else None,
+        "leakage_banner": _twins.leakage_banner(entries),
         "probes": probes,
         "primary_probe": primary,
         "fhs_settings": {
@@ -375,6 +529,11 @@ def build_report(
         "diagnosis_settings": {
             "version": _diagnosis.DIAGNOSIS_VERSION,
             "thresholds": th.to_dict(),
+            "alpha": th.alpha,
+            "n_boot": n_boot,
+            "bootstrap_seed": bootstrap_seed,
+            "decision": "present = effect >= its minimum (thresholds) and the paired test's p < alpha after the "
+            "stated multiplicity rule; no per-sample outcomes -> not_assessed",
             "rules": th.rules(),
             "baseline": {p: (b.to_dict() if b else None) for p, b in baselines.items()},
             "baseline_note": (
@@ -425,9 +584,10 @@ def load_report(path: str | Path) -> dict[str, Any]:
     if data.get("schema") != REPORT_SCHEMA:
         raise ReportError(f"{path}: schema {data.get('schema')!r} is not {REPORT_SCHEMA!r}")
     version = data.get("schema_version")
-    if not isinstance(version, int) or version > REPORT_SCHEMA_VERSION:
+    if version not in READS_SCHEMA_VERSIONS:
         raise ReportError(
-            f"{path}: schema_version {version!r}; this medprobe reads up to {REPORT_SCHEMA_VERSION} (upgrade medprobe)"
+            f"{path}: schema_version {version!r}; this medprobe reads versions {list(READS_SCHEMA_VERSIONS)} "
+            "(upgrade medprobe for a newer report)"
         )
     return data
 

@@ -14,6 +14,8 @@ def _print_report_summary(rep, out: str | None) -> None:
     report = rep.data if hasattr(rep, "data") else rep
     if report.get("synthetic"):
         click.echo(f"NOTE: {report.get('banner', 'synthetic inputs')}")
+    if report.get("leakage_banner"):
+        click.echo(report["leakage_banner"])
     primary = report.get("primary_probe")
     click.echo(f"FHS profiles ({primary} probe):")
     for m in report["models"]:
@@ -52,8 +54,9 @@ def _parse_seeds(value: str | None) -> Any:
 def probe(run, probe, protocol, k, seeds, seed, n_permutations, recipe, holdout, no_controls, force, as_json):
     """Probe every captured layer of RUN (all layers, folds, seeds and permutations batched)."""
     from ..analysis.protocol import ProbeSettings
-    from ..tasks.pipeline import probe_dir, probe_run  # probe_run is the API's medprobe.probe
+    from ..datasets.groups import summary_line
     from ..features.store import Run
+    from ..tasks.pipeline import probe_dir, probe_run  # probe_run is the API's medprobe.probe
     from .output import echo_json, echo_table
 
     parsed = _parse_seeds(seeds)
@@ -62,9 +65,14 @@ def probe(run, probe, protocol, k, seeds, seed, n_permutations, recipe, holdout,
                              controls=not no_controls, recipe=recipe, holdout=holdout)
     r = Run.open(run)
     results = probe_run(r, probe, settings=settings, force=force)
+    leakage = r.manifest.get("leakage")
     if as_json:
-        echo_json({name: res.to_dict() for name, res in results.items()})
+        echo_json({name: res.to_dict() for name, res in results.items()})  # protocol.leakage: the duplicates
         return
+    line = summary_line(leakage) if leakage is not None else (
+        "LEAKAGE: not recorded (run extracted before duplicate checks); re-extract to group folds by duplicate cluster")
+    if line:
+        click.echo(line)
     for name, res in results.items():
         pr = res.protocol
         what = f"cv k={pr.get('k')}" if pr.get("name") == "cv" else "split (test)"
@@ -148,8 +156,8 @@ def compare(models, dataset, out, tiny, probe, layers, readouts, batch_size, lim
 def demo(out, probe, dataset):
     """Run the whole pipeline offline on the embedded synthetic dataset with tiny random models."""
     from ..api import demo as run_demo
-    from ..tasks.pipeline import DEMO_DATASET, DEMO_MODELS
+    from ..tasks.pipeline import DEMO_DATASET, demo_models
 
-    click.echo(f"demo: {', '.join(DEMO_MODELS)} (tiny random) on {dataset or DEMO_DATASET} - a pipeline check, "
+    click.echo(f"demo: {', '.join(demo_models())} (tiny random) on {dataset or DEMO_DATASET} - a pipeline check, "
                "not a medical finding")
     _print_report_summary(run_demo(out, probe=probe, dataset=dataset), out)

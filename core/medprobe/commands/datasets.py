@@ -79,6 +79,13 @@ def _print_info(info: dict[str, Any]) -> None:
         click.echo("duplicates: not checked (generated data)")
     else:
         click.echo("duplicates: none")
+    near = info.get("near_duplicates") or []
+    if near:
+        cross = sum(1 for c in near if c["cross_split"])
+        threshold = (info.get("leakage") or {}).get("threshold")
+        click.echo(f"near duplicates (pHash Hamming <= {threshold}): {len(near)} cluster(s), {cross} across splits")
+        for c in near[:_MAX_LISTED]:
+            click.echo("  " + ", ".join(f"{i} [{s}]" for i, s in zip(c["ids"], c["splits"])))
     if info["skipped"]:
         click.echo(f"skipped (--skip-bad): {len(info['skipped'])}")
         for (sid, reason), src in list(zip(info["skipped"], info["skipped_sources"]))[:_MAX_LISTED]:

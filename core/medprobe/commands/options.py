@@ -31,7 +31,7 @@ _LOAD: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "source": (("--source",), dict(default=None, help="Hub id or local checkpoint directory overriding the card's hub id.")),
     "revision": (("--revision",), dict(default=None, help="Hub revision (branch, tag or commit).")),
     "weights": (("--weights",), dict(default=None, type=click.Path(exists=True), help="Local weights file or directory (baselines).")),
-    "random_init": (("--random-init",), dict(is_flag=True, help="The architecture with random weights on purpose (a control).")),
+    "random_init": (("--random-init",), dict(is_flag=True, help="The architecture and config with seeded random weights (--seed): the random-weights twin, a control; MLLMs read only the config of --source or the card's hub id.")),
     "trust_remote_code": (("--trust-remote-code",), dict(is_flag=True, help="Allow model code from the hub (e.g. Hulu-Med); never implied.")),
     "lora": (("--lora", "--adapter"), dict(default=None, type=click.Path(exists=True, file_okay=False),
                                          help="peft LoRA adapter directory to apply (e.g. from `medprobe finetune`); part of the run key. "

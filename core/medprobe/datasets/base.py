@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import BadSample, BadSampleError
+from .groups import NEAR_THRESHOLD, perceptual_hash
 from .imageio import (
     ImageDecodeError,
     MIN_SIDE,
@@ -58,12 +59,14 @@ class Sample:
 
 @dataclass(frozen=True)
 class ScanResult:
-    """What the checks read from one sample: size, source pixel mode and content hash."""
+    """What the checks read from one sample: size, source pixel mode, content hash and the 64-bit
+    perceptual hash of :func:`medprobe.datasets.groups.perceptual_hash` (``None``: not decoded)."""
 
     width: int
     height: int
     mode: str
     hash: str | None
+    phash: int | None = None
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,8 @@ class Dataset:
     ``bad`` (samples the loader already knows are unusable, e.g. unknown labels).
 
     Attributes filled by :func:`~medprobe.datasets.open_dataset`: ``spec``, ``seed``,
-    ``split_method``, ``skipped``, ``duplicates``, ``dropped_duplicates``, ``scans``.
+    ``split_method``, ``skipped``, ``duplicates``, ``dropped_duplicates``, ``scans``,
+    ``duplicate_clusters`` (exact and near duplicates, :mod:`.groups`) and ``near_threshold``.
     """
 
     #: True for generated data (every report flags it)
@@ -142,6 +146,8 @@ class Dataset:
         self.duplicates: list[DuplicateSet] = []
         self.dropped_duplicates: list[str] = []
         self.scans: dict[str, ScanResult] = {}
+        self.duplicate_clusters: list[Any] = []
+        self.near_threshold: int = NEAR_THRESHOLD
         self.min_side: int = MIN_SIDE
 
     # ------------------------------------------------------------------ reading
@@ -156,7 +162,8 @@ class Dataset:
         """
         img = self.read(sample)
         check_size(img, self.min_side)
-        return ScanResult(img.size[0], img.size[1], img.info.get("source_mode", img.mode), pixel_hash(img))
+        return ScanResult(img.size[0], img.size[1], img.info.get("source_mode", img.mode), pixel_hash(img),
+                          perceptual_hash(to_rgb(img)))
 
     def load_image(self, sample: Sample) -> Image.Image:
         """The sample's image as an RGB ``PIL.Image.Image`` (H x W x 3, uint8)."""
@@ -215,6 +222,13 @@ class Dataset:
                 seen.setdefault(s.group, set()).add(s.split)
         return {g: sorted(sp, key=SPLITS.index) for g, sp in sorted(seen.items()) if len(sp) > 1}
 
+    def leakage(self) -> tuple[dict[str, Any], list[str]]:
+        """The leakage summary (exact / near-duplicate clusters, cross-split copies) and one group
+        label per sample (patient, else duplicate cluster, else sample id): :mod:`.groups`."""
+        from .groups import dataset_leakage
+
+        return dataset_leakage(self)
+
     def info(self) -> dict[str, Any]:
         """Everything ``medprobe datasets show --json`` prints (JSON-serialisable)."""
         groups = {s.group for s in self.samples if s.group is not None}
@@ -239,6 +253,8 @@ class Dataset:
                 "in_several_splits": leaks,
             },
             "duplicates": [d.to_dict(self.classes) for d in self.duplicates],
+            "near_duplicates": [c.to_dict() for c in self.duplicate_clusters if not c.exact],
+            "leakage": self.leakage()[0],
             "dropped_duplicates": list(self.dropped_duplicates),
             "skipped": [[b.id, b.reason] for b in self.skipped],
             "skipped_sources": [b.source for b in self.skipped],
@@ -308,4 +324,4 @@ class ArrayDataset(Dataset):
             mode = f"{mode}({arr.dtype})"
         if self.resize:
             w = h = self.resize
-        return ScanResult(w, h, mode, array_hash(arr))
+        return ScanResult(w, h, mode, array_hash(arr), perceptual_hash(array_to_image(arr)))

@@ -19,6 +19,8 @@ Steps, in order (each leaves a trace in :meth:`Dataset.info`):
 5. **Duplicates.** Samples with identical pixel hashes are recorded (``duplicates``); with
    ``dedup`` one copy is kept (the first by split train < val < test, then id) and the others
    are dropped and listed; when the copies disagree on the label, all of them are dropped.
+   Exact and near duplicates (perceptual hash within ``near_threshold`` bits) of the kept
+   samples form ``duplicate_clusters`` (:mod:`.groups`), which grouped probes keep in one fold.
 6. **Warnings.** Patients in several splits, duplicates across splits, classes with 0
    samples, classes missing from a split.
 
@@ -36,6 +38,7 @@ from typing import Sequence
 from tqdm import tqdm
 
 from .base import SPLITS, Dataset, DuplicateSet, Sample, ScanResult
+from .groups import duplicate_clusters
 from .errors import BadSample, BadSamplesError, DatasetLayoutError
 from .imageio import ImageDecodeError
 from .splits import DEFAULT_FRACTIONS, assign, check_fractions, subset
@@ -80,6 +83,7 @@ def prepare(
         samples = [s for s in samples if s.id not in drop]
         for sid in drop:
             ds.scans.pop(sid, None)
+    ds.duplicate_clusters = duplicate_clusters(samples, ds.scans, ds.near_threshold)
     ds.samples = samples
     ds.warnings.extend(_warnings(ds))
     return ds
@@ -233,6 +237,13 @@ def _warnings(ds: Dataset) -> list[str]:
     if cross:
         action = "dropped (--dedup)" if ds.dropped_duplicates else "kept; pass --dedup to drop them"
         out.append(f"{len(cross)} set(s) of identical images span more than one split ({action})")
+    near = [c for c in ds.duplicate_clusters if not c.exact and c.cross_split]
+    if near:
+        out.append(
+            f"{len(near)} cluster(s) of near-duplicate images (perceptual hash within {ds.near_threshold} bits) span "
+            "more than one split (kept; grouped probes keep each cluster in one fold): "
+            + "; ".join(" ~ ".join(c.ids[:2]) for c in near[:3])
+        )
     conflicting = [d for d in ds.duplicates if d.conflicting_labels]
     if conflicting:
         out.append(

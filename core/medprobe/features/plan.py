@@ -15,7 +15,7 @@ from ..adapter import LoadedModel
 from ..layermap import LayerSpec
 from ..registry import MedprobeError
 from ..runtime import git_hash, package_versions
-from .provenance import dataset_record, preprocessing_fingerprint, select_samples, synthetic_reasons
+from .provenance import condition_and_leakage, dataset_record, preprocessing_fingerprint, select_samples, synthetic_reasons
 from .readouts import ReadoutError, applicable, parse_readouts
 from .store import FORMAT, run_key
 
@@ -137,7 +137,9 @@ def plan_extract(
     if adapter_lora is not None:
         payload["adapter_lora"] = adapter_lora
     key = run_key(payload)
-    run_dir = Path(out) / f"{loaded.card.id.replace('/', '_').replace(':', '_')}__{ds.name}__{key[:12]}"
+    condition, leakage, groups = condition_and_leakage(loaded, ds, samples, adapter_lora)
+    twin = "+random-init" if condition["weights"] == "random" else ""
+    run_dir = Path(out) / f"{loaded.card.id.replace('/', '_').replace(':', '_')}{twin}__{ds.name}__{key[:12]}"
     reasons = synthetic_reasons(loaded, ds)
     manifest = {
         "format": FORMAT,
@@ -152,7 +154,9 @@ def plan_extract(
             "layer_map_resolved_against": loaded.layer_map.resolved_against,
             "adapter_lora": adapter_lora,
         },
-        "dataset": dataset_record(ds, samples, limit),
+        "dataset": dict(dataset_record(ds, samples, limit), groups=groups),
+        "condition": condition,
+        "leakage": leakage,
         "layers": [s.to_dict() for s in selected],
         "readouts": list(wanted),
         "readouts_per_layer": per_layer,

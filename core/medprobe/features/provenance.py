@@ -67,3 +67,21 @@ def synthetic_reasons(loaded: LoadedModel, dataset: Any) -> list[str]:
     if getattr(dataset, "synthetic", False):
         reasons.append(f"synthetic dataset ({dataset.spec})")
     return reasons
+
+
+def condition_and_leakage(
+    loaded: LoadedModel, ds: Any, samples: Sequence[Any], adapter_lora: Any = None
+) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """``(condition, leakage, groups)`` of extracting ``loaded`` over ``samples`` of ``ds``: the
+    manifest's ``condition`` block (weights pretrained / random twin / tiny random, LoRA;
+    :mod:`medprobe.models.condition`), its ``leakage`` block and ``dataset.groups``, one group label
+    per row aligned with ``dataset.sample_ids`` (:mod:`medprobe.datasets.groups`). The condition
+    follows from the weights label and LoRA identity, both in the run key (a twin's key always
+    differs from its model's); the leakage record and groups follow from the images and are
+    recorded, not keyed (docs/feature-store.md)."""
+    from ..datasets.groups import dataset_leakage
+    from ..models.condition import weights_condition
+
+    condition = weights_condition(loaded.weights, adapter_lora, loaded.extra.get("random_init_redrawn"))
+    leakage, groups = dataset_leakage(ds, samples)
+    return condition, leakage, groups

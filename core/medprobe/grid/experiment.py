@@ -424,8 +424,14 @@ def _train_entry(raw: Any, index: int, where_file: str, default_res: Resources) 
                       resources=_resources(default_res, table, "resources", where))
 
 
-#: keys of ``[probe]`` read by :func:`medprobe.analysis.probes.probe_layers` itself (any probe)
-PROBE_RUN_OPTIONS = ("controls", "n_boot", "n_permutations", "max_chunk_bytes", "device")
+def probe_run_options() -> tuple[str, ...]:
+    """Keys of ``[probe]`` read by the probing protocol itself, for any probe: the fields of
+    :class:`medprobe.analysis.protocol.ProbeSettings` (declared there once)."""
+    import dataclasses
+
+    from ..analysis.protocol import ProbeSettings
+
+    return tuple(f.name for f in dataclasses.fields(ProbeSettings))
 
 
 def _probe_keys(options: Mapping[str, Any], probes: list[str], where: str) -> None:
@@ -436,7 +442,8 @@ def _probe_keys(options: Mapping[str, Any], probes: list[str], where: str) -> No
     from ..analysis.probes import BUILTIN_PROBES
     from ..registry import resolve_factory
 
-    extra = [k for k in options if k not in PROBE_RUN_OPTIONS]
+    run_options = probe_run_options()
+    extra = [k for k in options if k not in run_options]
     if not extra:
         return
     for name in probes:
@@ -458,7 +465,7 @@ def _probe_keys(options: Mapping[str, Any], probes: list[str], where: str) -> No
         unknown = [k for k in extra if k not in hyper]
         if unknown:
             raise ExperimentError(
-                f"{where}: unknown key(s) {unknown} for probe '{name}'; known: {list(PROBE_RUN_OPTIONS)} "
+                f"{where}: unknown key(s) {unknown} for probe '{name}'; known: {list(run_options)} "
                 f"and the '{name}' hyper-parameters {hyper}"
             )
 

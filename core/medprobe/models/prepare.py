@@ -141,6 +141,13 @@ def load_model(ref: str, options: LoadOptions | None = None, **fields: Any) -> L
     card = get_card(ref)
     adapter = get_adapter(card.family)
     if opts.tiny:
+        if opts.random_init:
+            from ..adapter import AdapterError
+
+            raise AdapterError(
+                f"model '{ref}': --tiny models are random already, so they have no random-weights twin; "
+                "save a checkpoint and load it with --source DIR (its twin: --source DIR --random-init)"
+            )
         loaded = adapter.build_tiny(card, seed=opts.seed)
     else:
         loaded = adapter.load(card, device=opts.device, dtype=opts.dtype, **opts.adapter_kwargs())

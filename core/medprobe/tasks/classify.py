@@ -457,7 +457,7 @@ def classify(
     stock = supports_score(card)
     if mode == "score" and not stock:
         raise ClassifyError(
-            f"model '{card.id}': score mode needs a family whose adapter scores answers ({', '.join(score_families())}); "
+            f"model '{card.id}': score mode needs a transformers stock family (an adapter that scores answers: {', '.join(score_families())}); "
             f"family '{card.family}' is not one; use --mode generate"
         )
 

@@ -34,7 +34,16 @@ from ..features.store import Run, ensure_writable
 
 PROBES = ("linear", "mlp")
 #: the demo: medical MLLMs of three families beside two baselines, all tiny / random, offline
-DEMO_MODELS = ("lingshu-7b", "medgemma-4b", "llava-med-v1.5", "resnet50", "vit-small-patch16-224")
+
+
+def demo_models() -> list[str]:
+    """The models of ``medprobe demo``: the cards the zoo marks with ``demo = N``, in that order."""
+    from ..models.zoo import list_cards
+
+    marked = sorted((c for c in list_cards() if c.demo is not None), key=lambda c: (c.demo, c.id))
+    if not marked:
+        raise MedprobeError("no card is marked for the demo (`demo = N` in a card); is the zoo plugin installed?")
+    return [c.id for c in marked]
 DEMO_DATASET = "synthetic:lesions?n=240&size=96"
 
 
@@ -66,7 +75,9 @@ def probe_dir(run: Run, probe: str, settings: Any = None) -> Path:
 def run_groups(run: Run) -> list[str]:
     """Group id per sample for the folds and the control task: the dataset's ``groups`` (patient
     / duplicate-cluster ids) when the manifest has them, else the sample ids (one group each)."""
-    groups = run.manifest["dataset"].get("groups")
+    from ..datasets.groups import run_groups as recorded_groups
+
+    groups = recorded_groups(run.manifest)  # checks the length against the sample ids
     return [str(g) for g in groups] if groups else list(run.sample_ids)
 
 
@@ -107,7 +118,9 @@ def probe_run(
         ensure_writable(probes if probes.is_dir() else run.path, f"the {name} probe results",
                         f"copy the run to a writable folder (cp -r {run.path} DEST) and probe the copy")
         features = {f"{lid}/{ro}": x for lid, ro, x in run.iter_features()}
-        # groups keyed by sample / patient id: identical for every model probed on these samples
+        # leakage groups (patient, else exact / near-duplicate cluster, else sample id) recorded at
+        # extraction: folds and control-task labels keep each group together; identical for every
+        # model probed on these samples
         groups = hyper.pop("groups", None) or run_groups(run)
         try:
             results = probe_layers(features, run.labels, run.splits, probe=name, settings=settings,
@@ -115,6 +128,8 @@ def probe_run(
         except ProbeError as exc:
             raise ProbeError(f"{run.path}: {exc}") from None
         results.settings["input"] = run.integrity()  # verified, or unverified and why
+        # what the groups stand for, saved with the results and printed by `medprobe probe`
+        results.protocol["leakage"] = run.manifest.get("leakage")
         results.save(directory)
         out[name] = results
     return out
@@ -131,8 +146,9 @@ def model_input(
     """The report input (:class:`medprobe.analysis.report.ModelInput`) of one run, probing if needed.
 
     ``classify``: the paired :class:`medprobe.tasks.classify.ClassifyRun` of an MLLM run; it sets
-    ``p_final`` (test accuracy of the answers) and ``p_final_n`` and is summarised in the
-    manifest under ``"classify"``.
+    ``p_final`` (test accuracy of the answers) and ``p_final_n``, ``p_final_method`` (its mode) and
+    ``p_final_correct`` (every sample's answer correctness, for the paired ``semantic_mapping``
+    test), and is summarised in the manifest under ``"classify"``.
     """
     from ..analysis.report import ModelInput
 
@@ -141,14 +157,20 @@ def model_input(
     results = probe_run(run, list(probes), seed=seed)
     manifest = {k: v for k, v in run.manifest.items() if k not in ("features", "shards")}
     reasons = list(run.manifest.get("synthetic_reasons", []))
-    p_final = p_final_n = None
+    p_final = p_final_n = p_final_correct = p_final_method = None
     if classify is not None:
+        from ..analysis.report import answers_correctness
+
         p_final = classify.p_final
         p_final_n = classify.p_final_n if p_final is not None else None
+        p_final_method = classify.mode
+        p_final_correct = answers_correctness(classify.answers(), run.sample_ids, source=f"classify run {classify.path}")
         manifest["classify"] = classify_summary(classify, run)
         reasons.extend(r for r in classify.record.get("synthetic_reasons", []) if r not in reasons)
+    from ..analysis.twins import row_id
+
     return ModelInput.from_probe_results(
-        model=card["id"],
+        model=row_id(card["id"], run.manifest.get("condition")),
         kind=kind or card["kind"],
         layers=run.layers,
         results=results,
@@ -158,6 +180,8 @@ def model_input(
         synthetic_reasons=reasons,
         p_final=p_final,
         p_final_n=p_final_n,
+        p_final_correct=p_final_correct,
+        p_final_method=p_final_method,
         manifest=manifest,
     )
 
@@ -450,5 +474,5 @@ def demo(
     pipeline only."""
     from ..models.prepare import LoadOptions
 
-    return compare(list(DEMO_MODELS), dataset or DEMO_DATASET, out, load=LoadOptions(tiny=True), probes=probes,
+    return compare(demo_models(), dataset or DEMO_DATASET, out, load=LoadOptions(tiny=True), probes=probes,
                    batch_size=16, progress=progress, classify_mode=classify_mode)

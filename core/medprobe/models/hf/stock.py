@@ -187,8 +187,14 @@ class StockMLLMAdapter(ModelAdapter):
         dtype: str = "auto",
         device_map: str | None = None,
         trust_remote_code: bool = False,
+        random_init: bool = False,
+        seed: int = 0,
         **options: Any,
     ) -> LoadedModel:
+        """``from_pretrained`` of the card's class and ``AutoProcessor`` from ``source`` (default the
+        card's hub id). ``random_init``: the random-weights twin: the class is built from the
+        checkpoint's config with weights seeded by ``seed`` (:func:`medprobe.models.condition.build_random`)
+        and the checkpoint's weights are never read; the processor is the checkpoint's."""
         allowed = (*COMMON_OPTIONS, *self.load_options)
         unknown = sorted(set(options) - set(allowed))
         if unknown:
@@ -202,8 +208,12 @@ class StockMLLMAdapter(ModelAdapter):
         if raw.get("model_type") not in self.model_types:
             raise self.wrong_model_type(card, src, raw.get("model_type"))
         model_extra = {k: options[k] for k in COMMON_OPTIONS if options.get(k) is not None}
+        weights, redrawn = src.weights, []
         try:
-            model = cls.from_pretrained(src.location, **src.model_kwargs(device_map, **model_extra))
+            if random_init:
+                model, weights, redrawn = self._random_twin(card, cls, src, device, device_map, seed, model_extra)
+            else:
+                model = cls.from_pretrained(src.location, **src.model_kwargs(device_map, **model_extra))
             processor = transformers.AutoProcessor.from_pretrained(
                 src.location, **src.processor_kwargs(**self.processor_load_kwargs(card, options))
             )
@@ -214,7 +224,7 @@ class StockMLLMAdapter(ModelAdapter):
             model = model.to(device)
         model = model.eval()
         layer_map = self.layer_map(
-            card, model, model.config, resolved_against=f"module tree of {cls.__name__} loaded from {src.weights}"
+            card, model, model.config, resolved_against=f"module tree of {cls.__name__} loaded from {weights}"
         )
         return LoadedModel(
             adapter=self,
@@ -223,11 +233,29 @@ class StockMLLMAdapter(ModelAdapter):
             layer_map=layer_map,
             processor=processor,
             config=model.config,
-            weights=src.weights,
+            weights=weights,
             device=model_device(model),
             dtype=src.dtype_name,
-            extra=self.loaded_extra(card, model, processor, options),
+            extra=dict(self.loaded_extra(card, model, processor, options),
+                       **({"random_init_redrawn": redrawn} if redrawn else {})),
         )
+
+    def _random_twin(self, card: ModelCard, cls: type, src: PretrainedSource, device: str, device_map: str | None,
+                     seed: int, model_extra: Mapping[str, Any]) -> tuple[Any, str, list[str]]:
+        """The random-weights twin of ``src``: (model on ``device``, weights label, redrawn zero-init matrices)."""
+        from ..condition import build_random, random_init_label
+        from ...runtime import torch_dtype
+
+        if device_map not in (None, "", "none"):
+            raise AdapterError(
+                f"card '{card.id}': --random-init builds the model on one device; drop --device-map {device_map} "
+                "(a random twin of a model that needs several GPUs: use --dtype bf16 on one large GPU)"
+            )
+        config = transformers.AutoConfig.from_pretrained(src.location, **src.processor_kwargs())
+        if model_extra.get("attn_implementation"):
+            config._attn_implementation = model_extra["attn_implementation"]
+        model, redrawn = build_random(cls, config, seed=seed, dtype=torch_dtype(src.dtype_name), device=device)
+        return model, random_init_label(seed, src.weights), redrawn
 
     # -- inputs and forward --------------------------------------------------------------------
     def preprocess(self, loaded: LoadedModel, images: Sequence[Any], prompt: str | None = None) -> Batch:

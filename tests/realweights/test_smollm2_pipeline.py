@@ -28,7 +28,10 @@ from medprobe.cli import cli
 
 from ._smollm2 import IMAGE_TOKEN, IMAGE_TOKENS
 
-DATASET = "synthetic:lesions?n=24&size=64"
+#: 48 images: every class then holds >= 5 patient groups, as the default probe protocol (5 grouped,
+#: stratified folds) needs; generate mode answers a deterministic subset of GENERATE_LIMIT of them
+DATASET = "synthetic:lesions?n=48&size=64"
+N_IMAGES, GENERATE_LIMIT = 48, 12
 N_LAYERS, WIDTH = 30, 576
 
 pytestmark = pytest.mark.slow
@@ -62,7 +65,7 @@ def base_run(checkpoint, work):
 
 
 def _classify(checkpoint: Path, work: Path, mode: str) -> Path:
-    extra = ["--max-new-tokens", "8"] if mode == "generate" else []
+    extra = ["--max-new-tokens", "8", "--limit", str(GENERATE_LIMIT)] if mode == "generate" else []
     _cli("classify", "--model", str(checkpoint), "--dataset", DATASET, "--out", str(work / f"classify-{mode}"),
          "--device", "cpu", "--mode", mode, "--batch-size", "8", *extra)
     (run_dir,) = (work / f"classify-{mode}").iterdir()
@@ -160,7 +163,7 @@ def test_classify_generate_parses_real_answers(checkpoint, work, loaded):
     run_dir = _classify(checkpoint, work, "generate")
     record = json.loads((run_dir / "classify.json").read_text())
     rows = [json.loads(line) for line in (run_dir / "answers.jsonl").read_text().splitlines()]
-    assert len(rows) == 24 and all(r["answer"].strip() for r in rows)  # real words, never empty
+    assert len(rows) == GENERATE_LIMIT and all(r["answer"].strip() for r in rows)  # real words, never empty
     unparsed = [r for r in rows if r["parsed"] is None]
     assert record["unparsed"]["all"] == len(unparsed)
     for split in ("train", "val", "test"):
@@ -191,7 +194,7 @@ def test_classify_score_equals_a_full_forward(checkpoint, work, loaded):
     run_dir = _classify(checkpoint, work, "score")
     record = json.loads((run_dir / "classify.json").read_text())
     rows = [json.loads(line) for line in (run_dir / "answers.jsonl").read_text().splitlines()]
-    assert len(rows) == 24 and record["unparsed"]["all"] == 0 and {r["method"] for r in rows} == {"score"}
+    assert len(rows) == N_IMAGES and record["unparsed"]["all"] == 0 and {r["method"] for r in rows} == {"score"}
     classes = record["dataset"]["classes"]
     tok = loaded.processor.tokenizer
     tokens = answer_tokens(tok, record["prompt"], answer_strings(classes))
@@ -235,7 +238,7 @@ def test_finetune_extract_with_adapter_probe_report(checkpoint, work, base_run):
     for layer in ("llm.00", "llm.29"):
         a = np.asarray(tuned.features(layer, "last-token"))
         b = np.asarray(base_run.features(layer, "last-token"))
-        assert np.isfinite(a).all() and a.shape == b.shape == (24, WIDTH)
+        assert np.isfinite(a).all() and a.shape == b.shape == (N_IMAGES, WIDTH)
         assert not np.allclose(a, b), f"{layer}: the adapter changed nothing"
 
     # probe the base run, then one report with its score-mode classify run (P_final)

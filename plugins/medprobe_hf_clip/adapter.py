@@ -31,6 +31,7 @@ the in-process :class:`~medprobe_hf_clip.tiny_text.HashedWordTokenizer`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,7 @@ import transformers
 
 from medprobe.adapter import AdapterError, Batch, LoadedModel, ModelAdapter
 from medprobe.cards import ModelCard
-from medprobe.models.hf.loading import model_device, pretrained_source
+from medprobe.models.hf.loading import adhoc_card, architectures_of, model_device, pretrained_source
 from medprobe.models.hf.tiny import seeded, tiny_resolved_against, tiny_weights
 from medprobe.layermap import LayerGroup, LayerMap
 from medprobe.runtime import torch_dtype
@@ -96,6 +97,7 @@ class HFClipAdapter(ModelAdapter):
     """transformers CLIP / SigLIP vision towers; see the module docstring."""
 
     family = "hf_clip"
+    names_ad_hoc_models = True
     encodes_images = True
     has_text_tower = True
     version = "1"
@@ -105,6 +107,23 @@ class HFClipAdapter(ModelAdapter):
         if name not in FAMILIES:
             raise AdapterError(f"card '{card.id}': settings.model_class {name!r} is not one of {sorted(FAMILIES)}")
         return FAMILIES[name]
+
+    # -- model names -------------------------------------------------------------------------
+    def matches_checkpoint(self, config: Mapping[str, Any]) -> bool:
+        """A CLIPModel / SiglipModel checkpoint (``architectures`` or ``model_type`` clip / siglip)."""
+        return bool(set(architectures_of(config)) & set(FAMILIES)) or config.get("model_type") in ("clip", "siglip")
+
+    def card_for_name(self, name: str) -> ModelCard:
+        """``hf_clip:DIR`` or ``hf_clip:ORG/NAME`` (CLIPModel unless the directory's config says
+        SiglipModel; a SigLIP hub id needs a card or its directory)."""
+        def settings(arch: str, config: Mapping[str, Any]) -> dict[str, Any]:
+            if arch not in FAMILIES and config.get("model_type") == "siglip":
+                arch = "SiglipModel"
+            return {"model_class": arch}
+
+        card = adhoc_card(self.family, name, kind="baseline", architectures=tuple(FAMILIES), matches=self.matches_checkpoint,
+                          settings=settings)
+        return dataclasses.replace(card, architecture=card.setting("model_class"), category="contrastive")
 
     # -- layer map ---------------------------------------------------------------------------
     def layer_groups(self, card: ModelCard, config: Any) -> Sequence[LayerGroup]:
@@ -193,7 +212,8 @@ class HFClipAdapter(ModelAdapter):
             if not Path(weights).expanduser().is_dir():
                 raise AdapterError(f"{weights}: hf_clip weights must be a checkpoint folder (config.json + weights)")
             source = str(weights)
-        src = pretrained_source(card, source, revision=revision, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+        src = pretrained_source(card, source, revision=revision, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
+                                fix=FIX_HINT)
         model_cls = getattr(transformers, fam.model)
         try:
             if random_init:

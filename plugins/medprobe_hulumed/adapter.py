@@ -41,7 +41,7 @@ from PIL import Image
 
 from medprobe.adapter import AdapterError, Batch, LoadedModel, ModelAdapter
 from medprobe.cards import ModelCard
-from medprobe.models.hf.loading import model_device, pretrained_source, read_config_dict
+from medprobe.models.hf.loading import adhoc_card, architectures_of, model_device, pretrained_source, read_config_dict
 from medprobe.models.hf.prompting import DEFAULT_QUESTION, render_prompt
 from medprobe.models.hf.roles import token_roles
 from medprobe.layermap import LayerGroup
@@ -81,7 +81,25 @@ def variant_of(card: ModelCard) -> str:
 class HuluMedAdapter(ModelAdapter):
     family = "hulumed"
     loaders = ("remote-code",)
+    names_ad_hoc_models = True
     needs_remote_code = True
+
+    # -- model names ---------------------------------------------------------------------------
+    def matches_checkpoint(self, config: Mapping[str, Any]) -> bool:
+        """A Hulu-Med checkpoint: ``model_type`` ``hulumed_*`` or a ``Hulumed*`` architecture."""
+        return str(config.get("model_type", "")).startswith("hulumed_") or any(
+            a.startswith("Hulumed") for a in architectures_of(config)
+        )
+
+    def card_for_name(self, name: str) -> ModelCard:
+        """``hulumed:DIR`` or ``hulumed:ORG/NAME`` (the size is read from the name, as for cards)."""
+        def settings(arch: str, config: Mapping[str, Any]) -> dict[str, Any]:
+            llm = config.get("llm_model_type")
+            return {"llm_model_type": llm} if llm else {}
+
+        architectures = ("HulumedQwen2ForCausalLM", "HulumedQwen3ForCausalLM")
+        return adhoc_card(self.family, name, kind="mllm", architectures=architectures, matches=self.matches_checkpoint,
+                          settings=settings, loader="remote-code")
 
     # -- layer map -----------------------------------------------------------------------------
     def layer_groups(self, card: ModelCard, config: Any) -> Sequence[LayerGroup]:

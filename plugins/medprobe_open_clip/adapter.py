@@ -52,7 +52,7 @@ from open_clip.transformer import VisionTransformer
 
 from medprobe.adapter import AdapterError, Batch, LoadedModel, ModelAdapter
 from medprobe.cards import ModelCard
-from medprobe.models.hf.loading import hub_offline
+from medprobe.models.hf.loading import hub_access, looks_like_path, missing_directory_error
 from medprobe.models.hf.tiny import seeded, tiny_resolved_against, tiny_weights
 from medprobe.layermap import LayerGroup, LayerMap, resolve_layer_map
 from medprobe.registry import NotFoundError
@@ -319,6 +319,8 @@ class OpenClipAdapter(ModelAdapter):
             raise AdapterError(f"card '{card.id}': open_clip cannot pin a hub revision; download the checkpoint and pass --weights PATH")
         name = self.model_name(card)
         if source and not Path(source).expanduser().exists():
+            if looks_like_path(str(source)):
+                raise missing_directory_error(str(source))
             name = str(source)
         elif source and weights is None:
             weights = source
@@ -342,8 +344,9 @@ class OpenClipAdapter(ModelAdapter):
             else:
                 if schema is None and not tag:
                     raise AdapterError(f"card '{card.id}': no pretrained tag (settings.pretrained) for open_clip model '{name}'; {FIX_HINT}")
-                if hub_offline() and schema != "local-dir" and not self._cached(name, schema, tag):
-                    raise AdapterError(f"card '{card.id}': HF_HUB_OFFLINE is set and open_clip '{name}' ({tag or 'hub'}) is not in the local cache; {FIX_HINT}")
+                hub = self._hub_files(name, schema, tag) if schema != "local-dir" else None
+                if hub is not None:  # cache first; offline or unreachable hub: one clear message, no retries
+                    hub_access(f"card '{card.id}' (open_clip '{name}', {tag or 'hub'})", hub[0], None, hub[1], fix=FIX_HINT)
                 model = open_clip.create_model(name, pretrained=tag, require_pretrained=True, **common)
                 label = self._hub_label(name, schema, tag)
         except AdapterError:
@@ -377,21 +380,17 @@ class OpenClipAdapter(ModelAdapter):
         return f"hub:{hub}" if hub else f"open_clip:{name}:{tag}"
 
     @staticmethod
-    def _cached(name: str, schema: str | None, tag: str | None) -> bool:
-        """Whether the weights open_clip would download are already in the Hugging Face cache
-        (``hf_hub`` entries are ``org/repo/`` + optional file name, as open_clip reads them)."""
-        from huggingface_hub import try_to_load_from_cache
-
+    def _hub_files(name: str, schema: str | None, tag: str | None) -> tuple[str, tuple[str, ...]] | None:
+        """The hub repository and weight files open_clip would download (``hf_hub`` entries are
+        ``org/repo/`` + optional file name, as open_clip reads them); ``None`` for URL-only tags."""
         defaults = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
         if schema == "hf-hub":
-            repo, files = parse_model_name(name)[1], defaults
-        else:
-            hub = str((open_clip.get_pretrained_cfg(name, tag) or {}).get("hf_hub") or "")
-            if not hub:
-                return False
-            repo, filename = os.path.split(hub)
-            files = (filename,) if filename else defaults
-        return any(isinstance(try_to_load_from_cache(repo, f), str) for f in files)
+            return parse_model_name(name)[1], defaults
+        hub = str((open_clip.get_pretrained_cfg(name, tag) or {}).get("hf_hub") or "")
+        if not hub:
+            return None
+        repo, filename = os.path.split(hub)
+        return repo, ((filename,) if filename else defaults)
 
     # -- inputs and forward ------------------------------------------------------------------
     def preprocess(self, loaded: LoadedModel, images: Sequence[Any], prompt: str | None = None) -> Batch:

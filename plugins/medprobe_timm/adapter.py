@@ -34,7 +34,7 @@ from timm.models import get_pretrained_cfg, split_model_name_tag
 
 from medprobe.adapter import AdapterError, Batch, LoadedModel, ModelAdapter
 from medprobe.cards import ModelCard
-from medprobe.models.hf.loading import hub_offline
+from medprobe.models.hf.loading import hub_access, looks_like_path, missing_directory_error
 from medprobe.models.hf.tiny import seeded, tiny_resolved_against, tiny_weights
 from medprobe.layermap import LayerGroup, LayerMap
 from medprobe.registry import NotFoundError
@@ -231,6 +231,8 @@ class TimmAdapter(ModelAdapter):
             raise AdapterError(f"card '{card.id}': timm models load on one device; device_map={device_map!r} is not supported")
         name = self.timm_name(card)
         if source and not Path(source).expanduser().exists():
+            if looks_like_path(str(source)):
+                raise missing_directory_error(str(source))
             name = self._checked(str(source), f"card '{card.id}' source")
         elif source and weights is None:
             weights = source
@@ -272,11 +274,8 @@ class TimmAdapter(ModelAdapter):
         if pcfg is None or not (hub_id or url or getattr(pcfg, "file", None)):
             raise AdapterError(f"card '{card.id}': timm knows no pretrained weights for '{name}'; {FIX_HINT}")
         where = f"hub:{hub_id}@{revision or 'main'}" if hub_id else f"url:{url}"
-        if hub_offline() and not self._cached(hub_id, pcfg, revision):
-            raise AdapterError(
-                f"card '{card.id}': HF_HUB_OFFLINE is set and the weights of timm model '{name}' ({where}) are not "
-                f"in the local cache; {FIX_HINT}"
-            )
+        if hub_id:  # cache first; offline or unreachable hub: one clear message, no retries
+            hub_access(f"card '{card.id}' (timm model '{name}')", hub_id, revision, self._filenames(pcfg), fix=FIX_HINT)
         overlay = {"hf_hub_id": f"{hub_id}@{revision}"} if (hub_id and revision) else None
         try:
             model = create(True, **({"pretrained_cfg_overlay": overlay} if overlay else {}))
@@ -290,13 +289,10 @@ class TimmAdapter(ModelAdapter):
         return model, where
 
     @staticmethod
-    def _cached(hub_id: str | None, pcfg: Any, revision: str | None) -> bool:
-        if not hub_id:
-            return False
-        from huggingface_hub import try_to_load_from_cache
-
-        names = [pcfg.hf_hub_filename] if getattr(pcfg, "hf_hub_filename", None) else ["model.safetensors", "pytorch_model.bin"]
-        return any(isinstance(try_to_load_from_cache(hub_id, n, revision=revision), str) for n in names)
+    def _filenames(pcfg: Any) -> tuple[str, ...]:
+        """The weight files timm would download for ``pcfg``."""
+        name = getattr(pcfg, "hf_hub_filename", None)
+        return (name,) if name else ("model.safetensors", "pytorch_model.bin")
 
     # -- inputs and forward ------------------------------------------------------------------
     def preprocess(self, loaded: LoadedModel, images: Sequence[Any], prompt: str | None = None) -> Batch:

@@ -130,18 +130,30 @@ def test_card_architecture_and_options_are_checked(tmp_path):
         adapter.load(no_hub)
 
 
-def test_hub_source_label_and_offline_flag(monkeypatch):
+def test_hub_source_label_and_offline_flag(monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    from medprobe.models.hf import loading
     from medprobe.models.hf.loading import pretrained_source
 
     card = ModelCard(id="c", kind="mllm", family="gemma3", hub_id="google/medgemma-4b-it", revision="abc123")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(loading, "hub_unreachable", lambda timeout=0: None)  # as if the hub answered the probe
     src = pretrained_source(card, None, revision=None, dtype="fp16", device="cpu")
     assert src.weights == "hub:google/medgemma-4b-it@abc123" and src.dtype_name == "float16"
     assert src.kwargs == {"local_files_only": False, "revision": "abc123"}
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # offline, the checkpoint must be in the hub cache (a fake cache entry for org/other@v2)
+    repo = tmp_path / "models--org--other"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "v2").write_text("0" * 40)
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    (repo / "snapshots" / ("0" * 40) / "config.json").write_text("{}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     src = pretrained_source(card, "org/other", revision="v2", dtype="fp32", device="cpu")
     assert src.weights == "hub:org/other@v2" and src.kwargs["local_files_only"] is True
     assert src.model_kwargs(device_map="auto")["dtype"] is torch.float32
     assert "trust_remote_code" not in src.model_kwargs()
+    monkeypatch.delenv("HF_HUB_OFFLINE")
     plain = ModelCard(id="p", kind="mllm", family="gemma3", hub_id="org/x")
     assert pretrained_source(plain, None, revision=None, dtype="auto", device="cpu").weights == "hub:org/x@main"

@@ -24,9 +24,9 @@ every draw of a :class:`medprobe.analysis.inference.PairedBootstrap` resamples t
 same resample for every layer) and each layer's probe seeds, recomputes the module's accuracy
 curve and recomputes FHS from it with the rules above. FHS of a many-layer module is biased by
 sampling noise (noise adds total variation and lowers P_min), so the plain percentile interval
-misses the true value (measured: 32 flat layers at 0.8, N = 780, 13% coverage); ``ci95`` is
+misses the true value (measured: 32 flat layers at 0.8, N = 780, 11% coverage); ``ci95`` is
 therefore the basic bootstrap interval ``[2 FHS - q97.5, 2 FHS - q2.5]`` of the defined draws,
-which removes the bias to first order (87% coverage in the same case, 95% for a 28-layer
+which removes the bias to first order (97% coverage in the same case, 97% for a 28-layer
 declining LLM curve; docs/benchmarks.md). ``bootstrap_bias`` = mean draw - FHS shows the size of
 the bias; ``ci_undefined_fraction`` says how many draws hit the undefined case.
 P_final's interval resamples the same samples. Without outcomes ``ci95`` is ``null``.

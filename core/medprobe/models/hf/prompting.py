@@ -7,7 +7,10 @@ Order of precedence:
    ``<|vision_start|><|image_pad|><|vision_end|>``, ``<start_of_image>``); the template may also
    spell the placeholder out literally. A template with neither raises.
 2. the processor's (or its tokenizer's) chat template, applied to one user turn holding the
-   image and the question, with the generation prompt appended;
+   image and the question, with the generation prompt appended. A text-only template (a
+   language model's own, as a checkpoint built around an LLM carries: SmolLM2, Llama) takes
+   string content only and fails on, or drops, the image item; it is then given
+   ``"{placeholder}\n{question}"`` as the turn's text;
 3. ``"{placeholder}\\n{question}"``.
 
 Replacement is literal (``str.replace``), so templates may contain other braces (Jinja, JSON).
@@ -49,9 +52,12 @@ def render_prompt(card: ModelCard, processor: Any, question: str | None, placeho
             )
         return template.replace("{image}", placeholder).replace("{question}", question)
     if chat_template_of(processor) is not None:
-        rendered = processor.apply_chat_template(user_turn(question), add_generation_prompt=True, tokenize=False)
-        if isinstance(rendered, list):  # batched form of some versions
-            rendered = rendered[0]
+        try:
+            rendered = _apply(processor, user_turn(question))
+        except (TypeError, ValueError, _template_error()):  # a text-only template cannot take content items
+            rendered = ""
+        if placeholder not in rendered:
+            rendered = _apply(processor, [{"role": "user", "content": f"{placeholder}\n{question}"}])
         if placeholder not in rendered:
             raise AdapterError(
                 f"card '{card.id}': the processor's chat template did not insert the image placeholder "
@@ -59,3 +65,18 @@ def render_prompt(card: ModelCard, processor: Any, question: str | None, placeho
             )
         return rendered
     return f"{placeholder}\n{question}"
+
+
+def _apply(processor: Any, messages: list[dict[str, Any]]) -> str:
+    """The chat template applied to ``messages`` with the generation prompt, as text."""
+    rendered = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    if isinstance(rendered, list):  # batched form of some versions
+        rendered = rendered[0]
+    return str(rendered)
+
+
+def _template_error() -> type[Exception]:
+    """jinja2's template error class (the chat templates' engine)."""
+    from jinja2 import TemplateError
+
+    return TemplateError

@@ -28,7 +28,7 @@ import transformers
 from ...adapter import AdapterError, Batch, LoadedModel, ModelAdapter
 from ...cards import ModelCard
 from ...runtime import resolve_device
-from .loading import PretrainedSource, model_device, pretrained_source, read_config_dict
+from .loading import PretrainedSource, adhoc_card, architectures_of, model_device, pretrained_source, read_config_dict
 from .prompting import render_prompt
 from .roles import token_roles
 from .tiny import seeded, tiny_resolved_against, tiny_weights
@@ -45,6 +45,8 @@ class StockMLLMAdapter(ModelAdapter):
 
     #: transformers class names this family loads; the first is used when a card names none
     architectures: tuple[str, ...] = ()
+    #: ``family:ORG/NAME`` and ``family:DIR`` make ad-hoc cards (:meth:`card_for_name`)
+    names_ad_hoc_models = True
     #: ``config.json`` ``model_type`` values this family loads
     model_types: tuple[str, ...] = ()
     #: extra ``load(**options)`` keys of the family (besides :data:`COMMON_OPTIONS`)
@@ -106,6 +108,22 @@ class StockMLLMAdapter(ModelAdapter):
         return AdapterError(
             f"{_config_where(src)}: model_type '{model_type}' cannot be loaded by family '{self.family}' "
             f"(expects {list(self.model_types)}); check the family and architecture of card '{card.id}'"
+        )
+
+    # -- model names ---------------------------------------------------------------------------
+    def matches_checkpoint(self, config: Mapping[str, Any]) -> bool:
+        """A checkpoint of this family: one of its ``architectures`` or ``model_types``."""
+        return bool(set(architectures_of(config)) & set(self.architectures)) or config.get("model_type") in self.model_types
+
+    def checkpoint_settings(self, architecture: str, config: Mapping[str, Any]) -> dict[str, Any]:
+        """Card settings an ad-hoc card takes from a checkpoint's ``config.json`` (default none)."""
+        return {}
+
+    def card_for_name(self, name: str) -> ModelCard:
+        """``FAMILY:DIR`` or ``FAMILY:ORG/NAME``: see :func:`medprobe.hf.loading.adhoc_card`."""
+        return adhoc_card(
+            self.family, name, kind="mllm", architectures=self.architectures, matches=self.matches_checkpoint,
+            settings=self.checkpoint_settings,
         )
 
     # -- classes -------------------------------------------------------------------------------

@@ -217,12 +217,12 @@ def test_readout_and_layer_typos_are_refused_before_any_model_is_loaded(tmp_path
 
 
 def test_extract_refuses_a_limit_that_leaves_a_split_unprobeable(tmp_path):
-    out = invoke(["extract", "-m", MODEL, "-d", DATA, "--tiny", "--store", str(tmp_path), "--limit", "3"])
+    out = invoke(["extract", "-m", MODEL, "-d", DATA, "--tiny", "--store", str(tmp_path), "--limit", "1"])
     assert out.exit_code == 2
-    assert "--limit 3 leaves" in out.output and "use --limit 4 or more" in out.output
+    assert "--limit 1 leaves 1 class(es)" in out.output and "or more" in out.output
     assert not any(tmp_path.iterdir())  # refused before loading the model: nothing written
     small = invoke(["extract", "-m", MODEL, "-d", DATA, "--tiny", "--store", str(tmp_path), "--limit", "6"])
-    assert small.exit_code == 0 and "warning: small split(s)" in small.stderr
+    assert small.exit_code == 0 and "needs 5 per class" in small.stderr and "--protocol split" in small.stderr
 
 
 # -- 7. help -----------------------------------------------------------------------------------

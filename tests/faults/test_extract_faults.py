@@ -58,7 +58,7 @@ def test_50_disk_full_is_one_line_and_resumes_bit_identical(tmp_path, reference,
     mnt, kept, done = tmp_path / "mnt", tmp_path / "kept", tmp_path / "done"
     for d in (mnt, kept, done):
         d.mkdir()
-    extract_cmd = _cli("extract", "-m", MODEL, "-d", DATA, "--tiny", "--batch-size", BATCH, "--out", mnt)
+    extract_cmd = _cli("extract", "-m", MODEL, "-d", DATA, "--tiny", "--batch-size", BATCH, "--store", mnt)
     script = (
         f"mount -t tmpfs -o size={size} tmpfs {mnt} && "
         f"{{ {extract_cmd} > /dev/null 2> {tmp_path}/err1; echo $? > {tmp_path}/rc1; }}; "
@@ -93,8 +93,8 @@ run = ro + "/runs/" + sys.argv[4]
 probed = ro + "/probed/" + sys.argv[4]
 ex = ["extract", "-m", "example-cnn", "--tiny", "--batch-size", "2"]
 cases = {
-    "extract-reuse": ex + ["-d", "synthetic:lesions?n=48&size=32", "--out", ro + "/runs", "--json"],
-    "extract-new": ex + ["-d", "synthetic:lesions?n=40&size=32", "--out", ro + "/runs"],
+    "extract-reuse": ex + ["-d", "synthetic:lesions?n=48&size=32", "--store", ro + "/runs", "--json"],
+    "extract-new": ex + ["-d", "synthetic:lesions?n=40&size=32", "--store", ro + "/runs"],
     "probe-unprobed": ["probe", run],
     "probe-saved": ["probe", probed, "--json"],
     "report-ro-out": ["report", probed, "--out", ro + "/report"],
@@ -191,7 +191,7 @@ def test_51_read_only_folder_every_command(read_only_tree, tmp_path):
 @pytest.mark.slow  # builds a tiny timm ResNet-18 (timm import)
 def test_67_fp16_on_cpu_runs_finite_and_records_dtype(tmp_path, capsys):
     rc, out, err = medprobe(capsys, "extract", "-m", "resnet18", "-d", "synthetic:lesions?n=16&size=32", "--tiny",
-                            "--dtype", "fp16", "--device", "cpu", "--out", tmp_path, "--json")
+                            "--dtype", "fp16", "--device", "cpu", "--store", tmp_path, "--json")
     assert rc == 0, err
     run = Run.open(json.loads(out)["run"])
     assert run.manifest["dtype"] == "float16" and run.verify() == []
@@ -203,7 +203,7 @@ def test_68_fp16_on_a_model_whose_forward_does_not_cast_is_one_line(base, tmp_pa
     kept = copy_run(base, out)
     before = tree_checksums(kept)
     rc, _, err = medprobe(capsys, "extract", "-m", MODEL, "-d", DATA, "--tiny", "--batch-size", BATCH, "--dtype", "fp16",
-                          "--device", "cpu", "--out", out)
+                          "--device", "cpu", "--store", out)
     assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
     assert err.startswith("Error: model 'example-cnn' (adapter 'example_cnn', dtype float16, device cpu): forward pass failed "
                           "before the first selected layer 'stage.0' (stages.0) ran: RuntimeError: ")
@@ -243,6 +243,6 @@ def test_69_non_finite_features_from_a_model_are_named(base, tmp_path):
 ])
 def test_readout_that_applies_to_no_layer_leaves_nothing(tmp_path, capsys, readout, expected):
     out = tmp_path / "runs"
-    rc, _, err = medprobe(capsys, "extract", "-m", MODEL, "-d", DATA, "--tiny", "--readout", readout, "--out", out)
+    rc, _, err = medprobe(capsys, "extract", "-m", MODEL, "-d", DATA, "--tiny", "--readout", readout, "--store", out)
     assert rc == 2 and err == f"Error: {err[7:]}" and expected in err and "use --readout image-mean" in err
     assert not out.exists()

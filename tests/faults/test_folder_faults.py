@@ -117,7 +117,7 @@ def test_row22_one_class_only_is_warned_and_refused_at_probe(tmp_path, medprobe,
     assert result.code == 0 and "classes: 0=only" in result.out
     assert "warning: only one class (only): probing and classification need at least two" in result.out.splitlines()
     runs = tmp_path / "runs"
-    result = medprobe("extract", "--model", "example-cnn", "--tiny", "--dataset", f"imagefolder:{root}", "--out", runs,
+    result = medprobe("extract", "--model", "example-cnn", "--tiny", "--dataset", f"imagefolder:{root}", "--store", runs,
                       "--batch-size", "4")
     assert result.code == 0, result.err
     (run_dir,) = runs.iterdir()

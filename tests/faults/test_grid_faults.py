@@ -22,6 +22,7 @@ readouts = ["image-mean"]
 probes = ["linear"]
 
 [probe]
+protocol = "split"  # a grid-fault case: the held-out split keeps the 24-image probe quick and valid
 controls = false
 n_boot = 20
 coarse_grid = [1.0]

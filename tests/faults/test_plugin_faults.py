@@ -155,7 +155,7 @@ def test_row58_duplicate_model_id_is_refused_naming_both_plugins(plugin_env, med
     listing = _plugins_json(medprobe)
     (err,) = [e for e in listing["errors"] if e["stage"] == "duplicate"]
     assert "duplicate model 'resnet18' registered by" in err["error"] and "p_dup" in err["error"]
-    result = medprobe("extract", "--model", "resnet18", "--tiny", "--dataset", "synthetic:lesions?n=12", "--out", tmp_path / "r")
+    result = medprobe("extract", "--model", "resnet18", "--tiny", "--dataset", "synthetic:lesions?n=12", "--store", tmp_path / "r")
     assert result.code == 2 and result.err.startswith("Error: duplicate model 'resnet18' registered by ")
     assert "p_dup" in result.err and "zoo" in result.err and "MEDPROBE_BLOCK_PLUGINS" in result.err
     assert not (tmp_path / "r").exists()
@@ -175,7 +175,7 @@ def _extract(medprobe, tmp_path, *extra):
     runs.mkdir(exist_ok=True)
     (runs / "keep.txt").write_text("written before")
     before = digest(runs)
-    result = medprobe("extract", "--model", "example-cnn", "--tiny", "--dataset", f"imagefolder:{data}", "--out", runs, *extra)
+    result = medprobe("extract", "--model", "example-cnn", "--tiny", "--dataset", f"imagefolder:{data}", "--store", runs, *extra)
     return result, before, digest(runs)
 
 
@@ -197,7 +197,7 @@ def test_row61_readout_that_applies_to_no_selected_layer(tmp_path, medprobe):
 
 
 def test_row62_unknown_model_id_suggests_the_close_one(medprobe, tmp_path):
-    result = medprobe("extract", "--model", "resnet-18", "--tiny", "--dataset", "synthetic:lesions?n=12", "--out", tmp_path / "r")
+    result = medprobe("extract", "--model", "resnet-18", "--tiny", "--dataset", "synthetic:lesions?n=12", "--store", tmp_path / "r")
     assert result.code == 2 and result.err.startswith("Error: model 'resnet-18' not found; did you mean: resnet18, ")
     assert len(result.err.splitlines()) == 1
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())

@@ -49,7 +49,7 @@ def test_row71_local_checkpoint_with_auto_map_never_runs_its_code(tmp_path, medp
         "auto_map": {"AutoTokenizer": ["evil.EvilTokenizer", None]}, "tokenizer_class": "EvilTokenizer"}))
     runs = tmp_path / "runs"
     result = medprobe("extract", "--model", "lingshu-7b", "--source", ckpt, "--dataset", "synthetic:lesions?n=8&size=32",
-                      "--out", runs, "--device", "cpu")
+                      "--store", runs, "--device", "cpu")
     assert result.code == 2 and "Traceback" not in result.err
     assert result.err.startswith(f"Error: card 'lingshu-7b': cannot load Qwen2_5_VLForConditionalGeneration from local:{ckpt}: ")
     assert not marker.exists()  # evil.py was never imported
@@ -62,7 +62,7 @@ def test_row72_pickle_posing_as_timm_weights_is_refused_unexecuted(tmp_path, med
     runs = tmp_path / "runs"
     with pytest.warns(UserWarning):  # torch notes the pickle protocol before refusing
         result = medprobe("extract", "--model", "resnet18", "--weights", evil, "--dataset", "synthetic:lesions?n=8&size=32",
-                          "--out", runs)
+                          "--store", runs)
     assert result.code == 2
     assert result.err.startswith(f"Error: {evil}: torch.load(weights_only=True) refused this file (it pickles objects "
                                  "other than tensors); re-save its state_dict as safetensors: ")
@@ -76,7 +76,7 @@ def test_row72_pickle_posing_as_open_clip_weights_is_refused_unexecuted(tmp_path
     evil.write_bytes(pickle.dumps({"state_dict": _Evil(marker)}))
     with pytest.warns(UserWarning):
         result = medprobe("extract", "--model", "clip-vit-l-14-336", "--weights", evil, "--dataset",
-                          "synthetic:lesions?n=8&size=32", "--out", tmp_path / "runs")
+                          "synthetic:lesions?n=8&size=32", "--store", tmp_path / "runs")
     assert result.code == 2
     assert result.err.startswith("Error: card 'clip-vit-l-14-336': open_clip could not load 'ViT-L-14-336': "
                                  "UnpicklingError: Weights only load failed.")
@@ -84,7 +84,7 @@ def test_row72_pickle_posing_as_open_clip_weights_is_refused_unexecuted(tmp_path
 
 
 def test_row73_remote_code_model_needs_trust_remote_code(tmp_path, medprobe, marker):
-    result = medprobe("extract", "--model", "hulu-med-4b", "--dataset", "synthetic:lesions?n=8&size=32", "--out", tmp_path / "runs")
+    result = medprobe("extract", "--model", "hulu-med-4b", "--dataset", "synthetic:lesions?n=8&size=32", "--store", tmp_path / "runs")
     assert result.code == 2
     assert result.err == "Error: Hulu-Med ships its model code on the hub; pass --trust-remote-code to run it (card 'hulu-med-4b')\n"
     assert not (tmp_path / "runs").exists()

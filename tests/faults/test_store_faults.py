@@ -112,7 +112,7 @@ def test_37_sigkill_then_resume_is_bit_identical(tmp_path, reference, at_batch, 
 @pytest.mark.slow  # two child pythons
 def test_38_concurrent_extracts_both_succeed_identically(tmp_path, reference):
     cmd = [sys.executable, "-m", "medprobe.cli", "extract", "-m", MODEL, "-d", DATA, "--tiny", "--batch-size", str(BATCH),
-           "--out", str(tmp_path), "--json"]
+           "--store", str(tmp_path), "--json"]
     procs = [subprocess.Popen(cmd + extra, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env())
              for extra in ([], ["--no-resume"])]
     outs = [p.communicate(timeout=300) for p in procs]
@@ -270,7 +270,7 @@ def test_45_invalid_json_manifest_is_named_by_every_command(run_copy, tmp_path, 
     assert rc == 1 and message in err
     rc, _, err = medprobe(capsys, "probe", run_copy)
     assert rc == 2 and message in err
-    args = ["extract", "-m", MODEL, "-d", DATA, "--tiny", "--batch-size", str(BATCH), "--out", tmp_path]
+    args = ["extract", "-m", MODEL, "-d", DATA, "--tiny", "--batch-size", str(BATCH), "--store", tmp_path]
     rc, _, err = medprobe(capsys, *args)
     assert rc == 2 and message in err and "--no-resume" in err
     assert tree_checksums(run_copy) == before
@@ -346,7 +346,7 @@ def test_43_corrupted_rank_shard_is_recomputed_on_rank_resume(tmp_path, referenc
 def test_44_cli_says_which_shard_it_recomputes(partial, tmp_path, capsys, reference):
     run_dir = copy_run(partial, tmp_path)
     truncate(run_dir / "shards" / "shard-000001.safetensors", 10)
-    rc, _, err = medprobe(capsys, "extract", "-m", MODEL, "-d", DATA, "--tiny", "--batch-size", str(BATCH), "--out", tmp_path)
+    rc, _, err = medprobe(capsys, "extract", "-m", MODEL, "-d", DATA, "--tiny", "--batch-size", str(BATCH), "--store", tmp_path)
     assert rc == 0 and err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith(f"warning: {run_dir}/shards/shard-000001.safetensors: ") and "recomputing rows 16-32" in err
     assert features_bytes(Run.open(run_dir)) == reference

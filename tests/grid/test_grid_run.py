@@ -97,6 +97,7 @@ batch_size = 2
 device = "cpu"
 dtype = "fp32"
 [probe]
+protocol = "split"
 controls = false
 n_boot = 50
 [[model]]

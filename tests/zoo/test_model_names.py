@@ -192,7 +192,7 @@ def _main(argv: list[str], capsys) -> tuple[int, str]:
 
 def test_cli_prints_one_line(monkeypatch, empty_cache, tmp_path, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    data = ["--dataset", "synthetic:lesions?n=6&size=32", "--out", str(tmp_path), "--device", "cpu"]
+    data = ["--dataset", "synthetic:lesions?n=6&size=32", "--store", str(tmp_path), "--device", "cpu"]
     code, err = _main(["extract", "--model", "Qwen/Qwen2.5-VL-7B-Instruct", *data], capsys)
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and lines[0].startswith("Error: card 'qwen2.5-vl-7b'"), err

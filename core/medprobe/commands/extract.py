@@ -78,7 +78,7 @@ def extract(model, dataset, store, layers, readouts, batch_size, limit, skip_bad
     elif world_size is not None and rank is None:
         raise click.UsageError("--world-size needs --rank")
     ds = open_dataset_for(dataset, skip_bad=skip_bad)
-    warn_small_splits(ds, limit=limit, seed=load.seed)
+    small = warn_small_splits(ds, limit=limit, seed=load.seed)
     with _store_warnings_as_lines():
         run = run_extract(model, ds, store_root(store), layers=layers, readouts=readouts, batch_size=batch_size,
                           limit=limit, resume=not force, world_size=world_size, rank=rank, load=load)
@@ -95,6 +95,8 @@ def extract(model, dataset, store, layers, readouts, batch_size, limit, skip_bad
         "skipped": len(run.manifest["dataset"].get("skipped") or []),
         "synthetic": run.manifest["synthetic_reasons"],
     }
+    if small:
+        click.echo(small, err=True)
     if as_json:
         echo_json(summary)
         return

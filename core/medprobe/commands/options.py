@@ -387,52 +387,36 @@ def echo_outcome(outcome: dict[str, Any] | None, path: Any) -> None:
         click.echo(f"extracted {outcome['rows']} rows (new run)")
 
 
-#: probes train on train, pick hyper-parameters on val and score on test
-PROBE_SPLITS = ("train", "val", "test")
-
-
-def split_counts(samples: list[Any]) -> dict[str, int]:
-    counts = {s: 0 for s in PROBE_SPLITS}
+def class_counts(samples: list[Any]) -> dict[int, int]:
+    counts: dict[int, int] = {}
     for s in samples:
-        counts[s.split] = counts.get(s.split, 0) + 1
+        counts[s.label] = counts.get(s.label, 0) + 1
     return counts
 
 
-def _unprobeable(samples: list[Any]) -> str | None:
-    """Why the probes could not be fitted on ``samples`` (the rules of
-    :func:`medprobe.analysis.probes.probe_layers`), or ``None``."""
-    counts = split_counts(samples)
-    for k in PROBE_SPLITS:
-        if counts[k] == 0:
-            return f"the '{k}' split empty"
-    if len({s.label for s in samples if s.split == "train"}) < 2:
-        return "a single class in the 'train' split"
-    return None
-
-
-def warn_small_splits(ds: Any, *, limit: int | None, seed: int) -> None:
-    """Refuse (before any model is loaded) a ``--limit`` that leaves a split the probes need empty,
-    naming the smallest limit that fills every split; warn when a split has fewer samples than
-    classes (its accuracy then rests on a handful of images)."""
+def warn_small_splits(ds: Any, *, limit: int | None, seed: int) -> str | None:
+    """Before any model is loaded: refuse a subset (``--limit``) that no probe could use (fewer than
+    two classes), naming the smallest limit that works. Returns a warning (the command prints it
+    after the run is written) when the smallest class has fewer samples than the default
+    cross-fitted protocol's folds (``probe --protocol cv --k 5``), or ``None``."""
+    from ..analysis.protocol import DEFAULT_K
     from ..features.provenance import select_samples as _subset  # the subset extract takes
     from ..registry import MedprobeError
 
     samples = _subset(list(ds.samples), limit, seed)
-    counts = split_counts(samples)
-    sizes = ", ".join(f"{k} {counts[k]}" for k in PROBE_SPLITS)
-    problem = _unprobeable(samples)
-    if problem:
-        minimum = None
-        for n in range(len(samples) + 1, len(ds.samples) + 1):
-            if _unprobeable(_subset(list(ds.samples), n, seed)) is None:
-                minimum = n
-                break
+    counts = class_counts(samples)
+    classes = list(getattr(ds, "classes", []) or [])
+    what = f"--limit {limit}" if limit is not None else f"dataset '{ds.spec}'"
+    if len(counts) < 2:
+        minimum = next((n for n in range(len(samples) + 1, len(ds.samples) + 1)
+                        if len(class_counts(_subset(list(ds.samples), n, seed))) >= 2), None)
         way = f"use --limit {minimum} or more" if minimum else "the dataset itself cannot be probed"
-        what = f"--limit {limit}" if limit is not None else f"dataset '{ds.spec}'"
-        raise MedprobeError(f"{what} leaves {problem} ({sizes}): probes train on train, choose on val and score on "
-                            f"test, so 'medprobe probe' would fail; {way}")  # fmt: skip
-    n_classes = len(getattr(ds, "classes", []) or [])
-    small = [k for k in PROBE_SPLITS if counts[k] < max(2, n_classes)]
-    if small:
-        click.echo(f"warning: small split(s) {', '.join(small)} ({sizes}, {n_classes} classes): probe accuracies "
-                   "on so few samples carry wide intervals", err=True)  # fmt: skip
+        raise MedprobeError(f"{what} leaves {len(counts)} class(es) ({len(samples)} samples): a probe needs at least "
+                            f"two classes, so 'medprobe probe' would fail; {way}")  # fmt: skip
+    smallest = min(counts, key=lambda c: (counts[c], c))
+    if counts[smallest] < DEFAULT_K:
+        name = classes[smallest] if smallest < len(classes) else str(smallest)
+        return (f"warning: {what}: class '{name}' has {counts[smallest]} sample(s); the default cross-fitted probe "
+                f"(--protocol cv --k {DEFAULT_K}) needs {DEFAULT_K} per class: probe with a smaller --k (at least 3) "
+                "or --protocol split, or extract more samples")
+    return None

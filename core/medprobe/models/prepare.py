@@ -150,7 +150,10 @@ def load_model(ref: str, options: LoadOptions | None = None, **fields: Any) -> L
             )
         loaded = adapter.build_tiny(card, seed=opts.seed)
     else:
-        loaded = adapter.load(card, device=opts.device, dtype=opts.dtype, **opts.adapter_kwargs())
+        from ..runtime import resolve_device
+
+        device = resolve_device(opts.device) if opts.device == "auto" else opts.device
+        loaded = adapter.load(card, device=device, dtype=opts.dtype, **opts.adapter_kwargs())
     if loaded.adapter is None:
         loaded.adapter = adapter
     return loaded

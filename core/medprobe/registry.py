@@ -31,6 +31,22 @@ class NotFoundError(MedprobeError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+def read_json_object(path: Any, what: str, error: type[MedprobeError] = MedprobeError) -> dict[str, Any]:
+    """The JSON object in ``path``; ``error`` naming the file and ``what`` it should be (``"config.json"``,
+    ``"open_clip config"`` ...) when it cannot be read, is not JSON, or is not an object. No pickle, no eval."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{path}: cannot read {what}: {exc}") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: {what} is not a JSON object")
+    return data
+
+
 class DuplicateRegistrationError(MedprobeError):
     """Two plugins registered the same name."""
 

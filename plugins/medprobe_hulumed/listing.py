@@ -19,7 +19,6 @@ the file. ``record_listing`` regenerates the files.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from medprobe.adapter import AdapterError
+from medprobe.registry import read_json_object
 
 REQUIRED = {"variant": str, "hub_id": str, "source": str, "config": dict, "unverified": list, "modules": list}
 
@@ -67,12 +67,7 @@ def available_variants() -> list[str]:
 def load_listing(path: str | Path) -> Listing:
     """Read and check one listing file; :class:`AdapterError` names the file and the problem."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise AdapterError(f"{path}: cannot read Hulu-Med module listing: {exc}") from exc
-    if not isinstance(data, dict):
-        raise AdapterError(f"{path}: a module listing must be a JSON object")
+    data = read_json_object(path, "Hulu-Med module listing", AdapterError)
     problems = [
         f"'{key}' must be a {kind.__name__}" for key, kind in REQUIRED.items() if not isinstance(data.get(key), kind)
     ]

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import json
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -55,7 +54,7 @@ from medprobe.cards import ModelCard
 from medprobe.models.hf.loading import hub_access, looks_like_path, missing_directory_error
 from medprobe.models.hf.tiny import seeded, tiny_resolved_against, tiny_weights
 from medprobe.layermap import LayerGroup, LayerMap, resolve_layer_map
-from medprobe.registry import NotFoundError
+from medprobe.registry import NotFoundError, read_json_object
 from medprobe.runtime import resolve_dtype, torch_dtype
 from medprobe_timm.api import find_weight_file, plan_timm_layers, probe_forward, rgb_image, with_stage_indices
 
@@ -450,10 +449,4 @@ def _pair(value: Any) -> tuple[int, int]:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise AdapterError(f"{path}: cannot read open_clip config: {exc}") from exc
-    if not isinstance(data, dict):
-        raise AdapterError(f"{path}: open_clip config is not a JSON object")
-    return data
+    return read_json_object(path, "open_clip config", AdapterError)

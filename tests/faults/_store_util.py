@@ -22,6 +22,13 @@ DATA = "synthetic:lesions?n=48&size=32"
 BATCH = 2  # 24 batches; 8 batches (16 rows) per shard -> 3 shards
 
 
+def extract_tiny(out: Path, **kw: Any) -> Any:
+    """The tiny example CNN's run of the synthetic lesion set under ``out`` (the cases' reference run)."""
+    from medprobe.features.extract import extract
+
+    return extract(MODEL, DATA, out, tiny=True, batch_size=BATCH, progress=False, **kw)
+
+
 def tree_checksums(root: Path, skip: tuple[str, ...] = (".lock",)) -> dict[str, str]:
     """relative path -> sha256 of every file below ``root`` (the lock file left out)."""
     out = {}

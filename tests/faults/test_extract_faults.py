@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _store_util import (BATCH, DATA, MODEL, can_unshare, copy_run, env, features_bytes, in_namespace, medprobe,
+from _store_util import (BATCH, extract_tiny, DATA, MODEL, can_unshare, copy_run, env, features_bytes, in_namespace, medprobe,
                          tree_checksums)
 from medprobe.features.extract import extract
 from medprobe.features.store import Run
@@ -30,8 +30,7 @@ from medprobe.features.store import Run
 UNSHARE = can_unshare()
 
 
-def _extract(out, **kw):
-    return extract(MODEL, DATA, out, tiny=True, batch_size=BATCH, progress=False, **kw)
+_extract = extract_tiny
 
 
 @pytest.fixture(scope="module")

@@ -119,8 +119,14 @@ def test_row22_one_class_only_is_warned_and_refused_at_probe(tmp_path, medprobe,
     runs = tmp_path / "runs"
     result = medprobe("extract", "--model", "example-cnn", "--tiny", "--dataset", f"imagefolder:{root}", "--store", runs,
                       "--batch-size", "4")
-    assert result.code == 0, result.err
-    (run_dir,) = runs.iterdir()
+    # the CLI refuses before loading the model (nothing written) ...
+    assert result.code == 2 and len(result.err.splitlines()) == 1
+    assert "leaves 1 class(es) (12 samples): a probe needs at least two classes" in result.err
+    assert not runs.exists() or not any(runs.iterdir())
+    # ... and a run made through the Python API is refused by probe, naming the run
+    from medprobe.features.extract import extract
+
+    run_dir = extract("example-cnn", f"imagefolder:{root}", runs, tiny=True, batch_size=4, progress=False).path
     with unchanged(run_dir):
         result = medprobe("probe", run_dir)
     assert result.code == 2 and result.err == f"Error: {run_dir}: probing needs at least two classes\n"

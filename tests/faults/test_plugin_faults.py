@@ -182,8 +182,9 @@ def _extract(medprobe, tmp_path, *extra):
 def test_row60_layers_matching_nothing(tmp_path, medprobe):
     result, before, after = _extract(medprobe, tmp_path, "--layers", "vision.*,stage.9")
     assert result.code == 2 and "Traceback" not in result.err
-    assert result.err == ("Error: layer map of 'example-cnn' is invalid:\n"
-                          "  - layer pattern 'vision.*' matches none of: stage.0, stage.1, stage.2, head\n")
+    assert result.err == ("Error: --layers: pattern 'vision.*' matches none of the layers of 'example-cnn'. Did you mean "
+                          "'vision'? Its layers: stage.0, stage.1, stage.2, head; stages: cnn, head, vision (list them "
+                          "with 'medprobe models layers example-cnn --tiny').\n")
     assert after == before  # nothing written
 
 

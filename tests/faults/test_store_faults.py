@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from medprobe.tasks.pipeline import probe_dir
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,14 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from _store_util import (BATCH, DATA, MODEL, copy_run, edit_manifest, env, features_bytes, flip_float, medprobe,
+from _store_util import (BATCH, extract_tiny, DATA, MODEL, copy_run, edit_manifest, env, features_bytes, flip_float, medprobe,
                          tree_checksums, truncate)
-from medprobe.features.extract import extract
 from medprobe.features.store import Run, StoreWarning
 
 
-def _extract(out, **kw):
-    return extract(MODEL, DATA, out, tiny=True, batch_size=BATCH, progress=False, **kw)
+_extract = extract_tiny
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +81,6 @@ def _legacy(m):
 
 KILL = """
 import os, signal, sys
-from medprobe.features.extract import extract
 def kill(batch_no):
     if batch_no == int(sys.argv[2]):
         os.kill(os.getpid(), signal.SIGKILL)

@@ -7,17 +7,8 @@ from typing import Any
 
 import click
 
-from .options import (
-    CLASSIFY_MODE_HELP,
-    DEFAULT_CLASSIFY_MODE,
-    json_option,
-    layers_option,
-    limit_option,
-    probe_option,
-    readout_option,
-    skip_bad_option,
-    dataset_spec,
-)
+from .options import CLASSIFY_MODE_HELP, DEFAULT_CLASSIFY_MODE, json_option, layers_option, limit_option, probe_option
+from .options import readout_option, skip_bad_option, dataset_spec
 
 
 def _print_report_summary(rep, out: str | None, as_json: bool = False) -> None:

@@ -4,19 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .options import (
-    CLASSIFY_MODE_HELP,
-    DEFAULT_CLASSIFY_MODE,
-    force_option,
-    honour_deprecated,
-    json_option,
-    limit_option,
-    load_options,
-    open_dataset_for,
-    skip_bad_option,
-    store_option,
-    store_root,
-)
+from .options import CLASSIFY_MODE_HELP, DEFAULT_CLASSIFY_MODE, force_option, honour_deprecated, json_option
+from .options import limit_option, load_options, open_dataset_for, skip_bad_option, store_option, store_root
 
 
 @click.command()

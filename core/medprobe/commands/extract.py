@@ -6,21 +6,9 @@ import contextlib
 
 import click
 
-from .options import (
-    echo_outcome,
-    load_options,
-    force_option,
-    honour_deprecated,
-    json_option,
-    layers_option,
-    limit_option,
-    open_dataset_for,
-    readout_option,
-    skip_bad_option,
-    store_option,
-    store_root,
-    warn_small_splits,
-)
+from .options import echo_outcome, load_options, force_option, honour_deprecated, json_option, layers_option
+from .options import limit_option, open_dataset_for, readout_option, skip_bad_option, store_option, store_root
+from .options import warn_small_splits
 
 
 @contextlib.contextmanager

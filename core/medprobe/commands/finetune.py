@@ -8,16 +8,8 @@ from __future__ import annotations
 
 import click
 
-from .options import (
-    deprecated_option,
-    force_option,
-    honour_deprecated,
-    json_option,
-    limit_option,
-    load_options,
-    open_dataset_for,
-    skip_bad_option,
-)
+from .options import deprecated_option, force_option, honour_deprecated, json_option, limit_option, load_options
+from .options import open_dataset_for, skip_bad_option
 
 
 @click.command()

@@ -8,15 +8,8 @@ from __future__ import annotations
 
 import click
 
-from .options import (
-    force_option,
-    honour_deprecated,
-    json_option,
-    limit_option,
-    load_options,
-    open_dataset_for,
-    skip_bad_option,
-)
+from .options import force_option, honour_deprecated, json_option, limit_option, load_options, open_dataset_for
+from .options import skip_bad_option
 
 
 @click.command()

@@ -16,7 +16,7 @@ from ..layermap import LayerSpec
 from ..registry import MedprobeError
 from ..runtime import git_hash, package_versions
 from .provenance import condition_and_leakage, dataset_record, preprocessing_fingerprint, select_samples, synthetic_reasons
-from .readouts import ReadoutError, applicable, parse_readouts
+from .readouts import applicable, parse_readouts
 from .store import FORMAT, run_key
 
 #: bump when the capture/readout code changes what a feature means

@@ -182,10 +182,14 @@ def _listing_estimate(job: Job, rows: int | None) -> int | None:
     return feature_store_bytes(rows, [(s.width, len(applicable(s, wanted))) for s in lmap.select(job.spec["layers"])])
 
 
-def _probes_missing(run: Any, probes: Sequence[str], seed: int) -> list[str]:
+def _probes_missing(run: Any, probes: Sequence[str], seed: int, options: Any = None) -> list[str]:
+    """The probes whose results (under the job's own ``[probe]`` settings: protocol, k, seeds ...)
+    are not in the run yet."""
+    from ..analysis.protocol import ProbeSettings
     from ..tasks.pipeline import probe_dir
 
-    return [p for p in probes if not (probe_dir(run, p, seed) / "results.json").is_file()]
+    settings, _hyper = ProbeSettings.split_options({**dict(options or {}), "seed": seed})
+    return [p for p in probes if not (probe_dir(run, p, settings) / "results.json").is_file()]
 
 
 def job_status(exp: Experiment, job: Job, cache: _PlanCache | None = None, *, resolve: bool = True) -> JobStatus:
@@ -240,7 +244,7 @@ def job_status(exp: Experiment, job: Job, cache: _PlanCache | None = None, *, re
     if run is not None and run.complete:
         st.size = sum(int(f["shape"][0]) * int(f["shape"][1]) * 4 for f in run.manifest.get("features", []))
         st.size_source = "run"
-        missing = _probes_missing(run, job.spec["probes"], job.spec["seed"])
+        missing = _probes_missing(run, job.spec["probes"], job.spec["seed"], job.spec.get("probe_options"))
         if not missing:
             st.status = "done"
         else:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..adapter import LoadedModel
-from ..registry import MedprobeError
+from ..registry import MedprobeError, read_json_object
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -58,10 +58,7 @@ def lora_identity(directory: str | Path, merged: bool = False) -> dict[str, Any]
             f"{path}: no {ADAPTER_WEIGHTS}; only safetensors adapters are accepted "
             "(re-save the adapter with save_pretrained(..., safe_serialization=True))"
         )
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise LoraError(f"{config_file}: cannot read: {exc}") from None
+    config = read_json_object(config_file, ADAPTER_CONFIG, LoraError)
     trained_on = None
     if (path / RECORD).is_file():
         try:

@@ -26,7 +26,6 @@ The core knows no family: name handling specific to one lives in its adapter.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -131,18 +130,10 @@ def card_for_directory(directory: str | Path) -> ModelCard:
     ``settings.checkpoint_dir`` = the absolute directory. :class:`NotFoundError` naming the file
     when no family (or more than one) claims it."""
     path = Path(directory).expanduser().resolve()
+    from .hf.loading import checkpoint_config
+
     config_file = path / "config.json"
-    if not config_file.is_file():
-        raise NotFoundError(
-            f"{path}: no config.json, so this is not a Hugging Face checkpoint directory (a saved model holds config.json "
-            "and its weights); timm / open_clip weight files go to --weights PATH with a card id or FAMILY:NAME"
-        )
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise NotFoundError(f"{config_file}: cannot parse config.json: {exc}") from None
-    if not isinstance(config, dict):
-        raise NotFoundError(f"{config_file}: config.json is not a JSON object")
+    config = checkpoint_config(path)
     state = get_plugins()
     claimed, failed = [], []
     for family in sorted(state.adapters.names()):

@@ -25,7 +25,6 @@ class, so adapters can check ``model_type`` before ``from_pretrained`` loads any
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
@@ -36,7 +35,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ...adapter import AdapterError
 from ...cards import ModelCard
-from ...registry import NotFoundError
+from ...registry import NotFoundError, read_json_object
 from ...runtime import resolve_dtype, torch_dtype
 
 _TRUTHY = {"1", "true", "yes", "on"}
@@ -256,13 +255,7 @@ def read_config_dict(src: PretrainedSource) -> dict[str, Any]:
         if resolved is None:
             raise AdapterError(f"'{src.location}' ({src.weights}) has no config.json")
         path = Path(resolved)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise AdapterError(f"{path}: cannot parse config.json: {exc}") from exc
-    if not isinstance(data, dict):
-        raise AdapterError(f"{path}: config.json is not a JSON object")
-    return data
+    return read_json_object(path, "config.json", AdapterError)
 
 
 def model_device(model: Any) -> str:
@@ -286,13 +279,7 @@ def checkpoint_config(directory: str | Path) -> dict[str, Any]:
             f"{path.parent}: no config.json, so this is not a Hugging Face checkpoint directory (a saved model holds "
             "config.json and its weights); timm / open_clip weight files go to --weights PATH"
         )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise NotFoundError(f"{path}: cannot parse config.json: {exc}") from None
-    if not isinstance(data, dict):
-        raise NotFoundError(f"{path}: config.json is not a JSON object")
-    return data
+    return read_json_object(path, "config.json", NotFoundError)
 
 
 def architectures_of(config: Mapping[str, Any]) -> list[str]:

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from medprobe.plugins import discover
 from medprobe.registry import resolve_factory
 
@@ -48,3 +50,18 @@ def test_light_imports():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_report_formats_come_from_the_exporter_registry(tmp_path, monkeypatch):
+    """write_report resolves json/csv/md/html through register_exporters like any plugin format, and an
+    unknown format fails before anything is written."""
+    from medprobe.analysis import exporters
+    from medprobe.registry import NotFoundError
+
+    calls = []
+    monkeypatch.setattr(exporters, "write_json", lambda report, out: calls.append("json") or out / "report.json")
+    with pytest.raises(NotFoundError):
+        exporters.write_report({"models": []}, tmp_path / "out", formats=("json", "nope"))
+    assert calls == [] and not any((tmp_path / "out").iterdir())
+    exporters.write_report({"models": []}, tmp_path / "out", formats=("json",))
+    assert calls == ["json"]  # the registered "medprobe.analysis.exporters:write_json" resolves at call time

@@ -258,3 +258,19 @@ def test_markdown_and_html_show_intervals_and_verdict_statistics(tmp_path):
     old = build_report([mllm_entry(outcomes=False)])
     md_old = write_report(old, tmp_path / "old", formats=("md",))["md"].read_text()
     assert "no CI: no per-sample outcomes" in md_old and "none (not assessed)" in md_old
+
+
+def test_registered_metric_is_computed_through_the_registry_on_a_report():
+    """``register_metrics`` feeds Report.metric: the built-in ``fhs`` metric of a model entry."""
+    from medprobe.analysis.fhs import fhs_metric
+    from medprobe.analysis.reporting import Report
+    from medprobe.registry import NotFoundError
+
+    data = build_report([mllm_entry(), baseline_entry()], created="2026-01-01T00:00:00+00:00")
+    report = Report.from_dict(data)
+    model_id = report.model_ids[0]
+    entry = next(m for m in data["models"] if m["id"] == model_id)
+    value = report.metric("fhs", model_id, probe="linear")
+    assert value == fhs_metric(entry, probe="linear") and value["score_version"] == "fhs-1"
+    with pytest.raises(NotFoundError, match="fhs"):
+        report.metric("fsh", model_id)

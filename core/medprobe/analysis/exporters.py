@@ -19,7 +19,7 @@ import html
 import io
 import json
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from .report import REPORT_FILE, SYNTHETIC_BANNER
 
@@ -39,10 +39,10 @@ MODE_TITLES = {
 
 
 def _atomic_write(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    """The feature store's atomic write (temporary file, fsync, rename; an OSError names the file)."""
+    from ..features.store import atomic_write_bytes
+
+    atomic_write_bytes(path, data)
     return path
 
 
@@ -845,28 +845,19 @@ def write_html(report: Mapping[str, Any], out_dir: Path | str) -> Path:
     return _atomic_write(Path(out_dir) / "report.html", render_html(report).encode())
 
 
-BUILTIN_EXPORTERS: dict[str, Callable[[Mapping[str, Any], Path], Path]] = {
-    "json": write_json,
-    "csv": write_csv,
-    "md": write_markdown,
-    "html": write_html,
-}
 
 
 def write_report(
     report: Mapping[str, Any], out_dir: Path | str, formats: Sequence[str] = ("json", "csv", "md", "html")
 ) -> dict[str, Path]:
     """Write ``report`` in every format of ``formats`` into ``out_dir``; returns format -> path.
-    Formats other than the built-ins come from the plugin registry (``register_exporters``)."""
+    Every format, the built-in ``json`` / ``csv`` / ``md`` / ``html`` included, is looked up in the
+    plugin registry (``register_exporters``), so a plugin's exporter is used exactly like a built-in."""
+    from ..plugins import get_plugins
+    from ..registry import resolve_factory
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = {}
-    for fmt in formats:
-        writer = BUILTIN_EXPORTERS.get(fmt)
-        if writer is None:
-            from ..plugins import get_plugins
-            from ..registry import resolve_factory
-
-            writer = resolve_factory(get_plugins().exporters.get(fmt))
-        written[fmt] = Path(writer(report, out_dir))
-    return written
+    exporters = get_plugins().exporters
+    writers = {fmt: resolve_factory(exporters.get(fmt)) for fmt in formats}  # unknown formats fail before writing
+    return {fmt: Path(writer(report, out_dir)) for fmt, writer in writers.items()}

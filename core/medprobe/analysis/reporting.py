@@ -287,6 +287,16 @@ class Report:
             raise ReportLookupError(f"report '{self.title}' has no results of probe '{name}'; probes: {', '.join(self.probes)}")
         return name
 
+    def metric(self, name: str, model_id: str, **options: Any) -> Any:
+        """A metric registered by a plugin (``register_metrics``; the built-in ``fhs``) computed on
+        ``model_id``'s entry of this report: ``factory(model_entry, **options)``, e.g.
+        ``report.metric("fhs", "lingshu-7b", probe="linear")``. Unknown names list the registered ones."""
+        from ..plugins import get_plugins
+        from ..registry import resolve_factory
+
+        factory = resolve_factory(get_plugins().metrics.get(name))
+        return factory(self.model(model_id).raw, **options)
+
     def fhs(self, model_id: str, probe: str | None = None) -> "FHSProfile":
         """The FHS profile of ``model_id`` under ``probe`` (default: the primary probe):
         ``.vision`` / ``.connector`` / ``.llm`` (:class:`~medprobe.analysis.fhs.ModuleFHS`, with

@@ -521,7 +521,17 @@ def classify(
 
     from filelock import FileLock
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    from ..features.store import ensure_writable
+
+    if resume and is_classify_run(run_dir):  # a finished run is reused without the lock (read-only folders too)
+        try:
+            existing = ClassifyRun.open(run_dir)
+            if existing.key == key and (not capture_last_token or _capture_complete(existing)):
+                return existing
+        except StoreError:
+            pass
+    ensure_writable(run_dir, "the classify run", "choose a writable --store (a finished run with this key there would "
+                    "have been reused)")
     with FileLock(str(run_dir / ".lock")):
         if resume and is_classify_run(run_dir):
             try:

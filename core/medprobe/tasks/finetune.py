@@ -241,13 +241,14 @@ def finetune(
     from ..progress import progress_bar
     from ..prompts import classification_question
     from ..runtime import git_hash, package_versions
-    from ..features.store import atomic_write_json
+    from ..features.store import atomic_write_json, ensure_writable
     from ..models.prepare import options_of, prepare_model
 
     settings = settings or LoraSettings()
     settings.check()
     out = Path(out).expanduser().resolve()
     _check_out(out, overwrite)
+    ensure_writable(out, "the LoRA adapter", "choose a writable --out")
     ds = open_dataset(dataset) if isinstance(dataset, str) else dataset
     train = [s for s in ds.samples if s.split == "train"]
     if not train:

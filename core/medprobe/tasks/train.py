@@ -203,7 +203,7 @@ def train(
     from ..features.provenance import synthetic_reasons
     from ..progress import progress_bar
     from ..runtime import git_hash, package_versions, resolve_device, torch_dtype
-    from ..features.store import sha256_file
+    from ..features.store import ensure_writable, sha256_file
     from .training.backbones import EncoderBackbone, VisionTowerBackbone
     from .training.data import AUGMENT, CLASS_WEIGHTING, SplitData, class_weights
     from .training.loop import ClassifierHead, FrozenFeatures, LiveFeatures, fit, predict
@@ -226,6 +226,7 @@ def train(
     hyper = resolve_hyper(recipe, frozen, {"epochs": epochs, "lr": lr, "head_lr": head_lr, "batch_size": batch_size,
                                            "patience": patience, "weight_decay": weight_decay}, dev)
     out = Path(out)
+    ensure_writable(out, "the trained run (train.json, checkpoint/)", "choose a writable --out")
     _prepare_out(out, overwrite)
 
     loaded = _load(model, recipe, tiny=tiny, seed=seed, device=dev, image_size=image_size,

@@ -168,7 +168,7 @@ def zeroshot(
     from ..features.provenance import synthetic_reasons
     from ..progress import progress_bar
     from ..runtime import git_hash, package_versions
-    from ..features.store import atomic_write_bytes
+    from ..features.store import atomic_write_bytes, ensure_writable
     from .training.record import json_safe, split_metrics
     from ..models.prepare import options_of, prepare_model
 
@@ -179,6 +179,7 @@ def zeroshot(
     ds = open_dataset(dataset) if isinstance(dataset, str) else dataset
     if len(ds.classes) < 2:
         raise ZeroShotError(f"dataset '{ds.spec}' has fewer than two classes")
+    ensure_writable(Path(out), "the zero-shot run (zeroshot.json)", "choose a writable --out")
     loaded, dev, dt = prepare_model(model, opts)
     adapter = loaded.adapter
     missing = [m for m, has in (("encode_images", adapter.encodes_images), ("encode_texts", adapter.has_text_tower))

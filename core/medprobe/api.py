@@ -261,12 +261,13 @@ def probe(run: "Run | str | Path", probe: str | Sequence[str] = "linear", **opti
     return results[name]
 
 
-def list_runs(root: str | Path | None = None) -> list["Run"]:
+def list_runs(root: str | Path | None = None, problems: list | None = None) -> list["Run"]:
     """Every run directory directly below ``root`` (default :func:`default_cache_root`),
-    sorted by name (``medprobe cache ls``)."""
+    sorted by name (``medprobe cache ls``); runs that cannot be opened are appended to
+    ``problems`` as ``(dir, reason)`` when it is given."""
     from .features.store import list_runs as _list_runs
 
-    return _list_runs(root if root is not None else default_cache_root())
+    return _list_runs(root if root is not None else default_cache_root(), problems)
 
 
 def run_info(run: "Run | str | Path") -> RunInfo:

@@ -255,6 +255,9 @@ def test_46_49_damaged_manifest_is_a_named_error(run_copy, capsys, case):
     assert rc == 1 and f"{run_copy}/{message}" in err
     rc, _, err = medprobe(capsys, "probe", run_copy)
     assert rc == 2 and f"{run_copy}/{message}" in err and "Traceback" not in err
+    rc, out, err = medprobe(capsys, "cache", "ls", "--store", run_copy.parent)  # listed as a problem, never skipped silently
+    assert rc == 0 and f"warning: {run_copy}: not listed, it cannot be opened: " in err and message in err
+    assert run_copy.name not in out
     assert tree_checksums(run_copy) == before
 
 

@@ -23,7 +23,11 @@ def ls(store: str | None, as_json: bool) -> None:
     """List runs under the store root (incomplete ones show their rows done)."""
     from ..api import list_runs, run_info
 
-    infos = [run_info(r) for r in list_runs(store_root(store))]
+    problems: list = []
+    infos = [run_info(r) for r in list_runs(store_root(store), problems)]
+    for path, reason in problems:  # never skipped silently
+        click.echo(f"warning: {path}: not listed, it cannot be opened: {reason} (check it with "
+                   f"'medprobe cache verify {path}', remove it with 'medprobe cache rm {path}')", err=True)
     rows = [
         {
             "run": os.path.basename(i.run),

@@ -741,8 +741,10 @@ class RunWriter:
         return run
 
 
-def list_runs(root: str | Path) -> list[Run]:
-    """Every run directory directly below ``root`` (unreadable ones are skipped)."""
+def list_runs(root: str | Path, problems: list[tuple[Path, str]] | None = None) -> list[Run]:
+    """Every run directory directly below ``root``. A run that cannot be opened (damaged manifest,
+    unreadable files) is not returned; with ``problems`` it is appended there as ``(dir, reason)``
+    so the caller can say so (``medprobe cache ls`` does)."""
     root = Path(root)
     runs = []
     if root.is_dir():
@@ -750,6 +752,7 @@ def list_runs(root: str | Path) -> list[Run]:
             if (d / MANIFEST).is_file():
                 try:
                     runs.append(Run.open(d))
-                except StoreError:
-                    continue
+                except StoreError as exc:
+                    if problems is not None:
+                        problems.append((d, str(exc)))
     return runs

@@ -81,6 +81,7 @@ def _legacy(m):
 
 KILL = """
 import os, signal, sys
+from medprobe.features.extract import extract
 def kill(batch_no):
     if batch_no == int(sys.argv[2]):
         os.kill(os.getpid(), signal.SIGKILL)

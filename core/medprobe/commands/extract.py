@@ -8,7 +8,7 @@ import click
 
 from .options import echo_outcome, load_options, force_option, honour_deprecated, json_option, layers_option
 from .options import limit_option, open_dataset_for, readout_option, skip_bad_option, store_option, store_root
-from .options import warn_small_splits
+from .options import check_probeable_subset
 
 
 @contextlib.contextmanager
@@ -66,7 +66,7 @@ def extract(model, dataset, store, layers, readouts, batch_size, limit, skip_bad
     elif world_size is not None and rank is None:
         raise click.UsageError("--world-size needs --rank")
     ds = open_dataset_for(dataset, skip_bad=skip_bad)
-    small = warn_small_splits(ds, limit=limit, seed=load.seed)
+    small = check_probeable_subset(ds, limit=limit, seed=load.seed)
     with _store_warnings_as_lines():
         run = run_extract(model, ds, store_root(store), layers=layers, readouts=readouts, batch_size=batch_size,
                           limit=limit, resume=not force, world_size=world_size, rank=rank, load=load)

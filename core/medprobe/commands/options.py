@@ -394,7 +394,7 @@ def class_counts(samples: list[Any]) -> dict[int, int]:
     return counts
 
 
-def warn_small_splits(ds: Any, *, limit: int | None, seed: int) -> str | None:
+def check_probeable_subset(ds: Any, *, limit: int | None, seed: int) -> str | None:
     """Before any model is loaded: refuse a subset (``--limit``) that no probe could use (fewer than
     two classes), naming the smallest limit that works. Returns a warning (the command prints it
     after the run is written) when the smallest class has fewer samples than the default

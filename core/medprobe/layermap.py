@@ -6,13 +6,20 @@ module paths for several transformers versions, a count taken from the config) a
 the list of names ``model.named_modules()`` yields (so a recorded listing works too, for models
 whose code cannot be imported here).
 
-Canonical ids::
+Canonical ids (:data:`CANONICAL_IDS`; :func:`resolve_layer_map` refuses any other)::
 
-    vision.00 … vision.NN     vision encoder blocks (ViT/CLIP/SigLIP/Qwen-ViT)
+    stem                      a stem before the first stage, stage "stem"
     stage.0 … stage.N         CNN stages (timm feature_info), stage "cnn"
+    vision.00 … vision.NN     vision encoder blocks (ViT/CLIP/SigLIP/Qwen-ViT)
     connector                 projector / merger output
     llm.00 … llm.NN           LLM decoder layers
     head                      classifier head / pooled output (baselines)
+
+Because every model's ids have these forms, a ``--layers`` pattern can be checked before any
+model is loaded (:func:`check_patterns`: a misspelt ``vison.*`` or ``lm.5`` matches no id any
+model can have and is refused with the close names); that a well-formed pattern matches a layer
+of *this* model (``llm.40`` of a 28-layer LLM) is checked once its map is resolved
+(:meth:`LayerMap.select`).
 
 Each :class:`LayerSpec` records the module path, stage, position in its stage, relative depth
 0..1 over the whole model, the tensor layout its hook sees and its width:
@@ -31,6 +38,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import re
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Iterable, Iterator, Mapping, Sequence
@@ -41,6 +49,11 @@ STAGES = ("stem", "cnn", "vision", "connector", "llm", "head")
 LAYOUTS = ("NCHW", "NLC", "packed", "NC")
 #: stage -> the paper's module (V, C, L) it belongs to for FHS
 MODULE_OF_STAGE = {"stem": "vision", "cnn": "vision", "vision": "vision", "connector": "connector", "llm": "llm", "head": "head"}
+#: stage -> the id of its layer ``i`` (``str.format`` template; no ``{i}``: the stage has one layer)
+CANONICAL_IDS = {"stem": "stem", "cnn": "stage.{i}", "vision": "vision.{i:02d}", "connector": "connector",
+                 "llm": "llm.{i:02d}", "head": "head"}  # fmt: skip
+#: ids are checked for form up to this many layers per stage (deeper than any model)
+MAX_LAYERS_PER_STAGE = 1000
 
 
 class LayerMapError(MedprobeError):
@@ -71,6 +84,90 @@ class LayerSelectionError(LayerMapError):
             + (f"; stages: {', '.join(stages)}" if stages else "")
             + f" (list them with 'medprobe models layers {model} --tiny').",
         )
+
+
+class LayerPatternError(LayerSelectionError):
+    """A ``--layers`` pattern matches no id any model can have (checked before loading, see
+    :func:`check_patterns`). The message names the pattern, the close names and the id forms."""
+
+    def __init__(self, pattern: str, model: str | None = None, option: str = "--layers"):
+        self.model, self.pattern = model or "", pattern
+        close = _close_names(pattern)
+        hint = (" Did you mean " + " or ".join(f"'{c}'" for c in close) + "?") if close else ""
+        forms = ", ".join(t.replace("{i:02d}", "NN").replace("{i}", "N") for t in CANONICAL_IDS.values())
+        self.problems = [f"layer pattern '{pattern}' matches no layer id of any model"]
+        MedprobeError.__init__(
+            self,
+            f"{option}: pattern '{pattern}' matches no layer id of any model"
+            + (f" (checked before loading '{model}')" if model else "") + f".{hint} Layer ids are {forms}; "
+            f"stage names: {', '.join(_STAGE_NAMES)} (list a model's layers with "
+            f"'medprobe models layers {model or 'REF'} --tiny').",
+        )
+
+
+def split_patterns(patterns: str | Sequence[str] | None) -> list[str] | None:
+    """``"vision.*, llm.0?"`` -> ``["vision.*", "llm.0?"]`` (a list is stripped); ``None`` stays ``None`` (all layers)."""
+    if patterns is None:
+        return None
+    if isinstance(patterns, str):
+        patterns = patterns.split(",")
+    return [p.strip() for p in patterns if p and p.strip()]
+
+
+def matches(spec: "LayerSpec", pattern: str) -> bool:
+    """Whether one ``--layers`` pattern selects ``spec``: an fnmatch pattern on its id, or its stage
+    or module name."""
+    return fnmatch.fnmatchcase(spec.id, pattern) or spec.stage == pattern or spec.module == pattern
+
+
+def check_patterns(patterns: str | Sequence[str] | None, model: str | None = None, option: str = "--layers") -> None:
+    """Refuse, before any model is loaded, a layer pattern that matches no id of the canonical
+    forms (:data:`CANONICAL_IDS`, up to :data:`MAX_LAYERS_PER_STAGE` layers a stage) and no stage or
+    module name: it can select nothing in any model. Raises :class:`LayerPatternError` naming the
+    pattern, the close names, ``model`` (when given) and the ``option`` it came from. Torch-free
+    and instant, so the CLI calls it while parsing options."""
+    for pattern in split_patterns(patterns) or ():
+        if pattern in _STAGE_NAMES:
+            continue
+        rx = re.compile(fnmatch.translate(pattern))
+        if not any(rx.match(i) for i in _all_canonical_ids()):
+            raise LayerPatternError(pattern, model, option)
+
+
+_STAGE_NAMES = tuple(dict.fromkeys([*STAGES, *MODULE_OF_STAGE.values()]))
+
+
+@functools.lru_cache(maxsize=1)
+def _all_canonical_ids() -> tuple[str, ...]:
+    return tuple(dict.fromkeys(
+        t.format(i=i) for t in CANONICAL_IDS.values() for i in range(MAX_LAYERS_PER_STAGE if "{i" in t else 1)
+    ))  # fmt: skip
+
+
+def is_canonical(stage: str, layer_id: str) -> bool:
+    """Whether ``layer_id`` has the form :data:`CANONICAL_IDS` gives ``stage`` (``llm.07``, not ``llm.7``)."""
+    template = CANONICAL_IDS.get(stage)
+    if template is None:
+        return False
+    if "{i" not in template:
+        return layer_id == template
+    number = layer_id.rpartition(".")[2]
+    return number.isdigit() and template.format(i=int(number)) == layer_id
+
+
+def _close_names(pattern: str) -> list[str]:
+    """Close canonical names for a pattern that matches none: ``vison.*`` -> ``vision.*``,
+    ``llm.5`` -> ``llm.05``, ``LLM`` -> ``llm``."""
+    stems = {t.split(".")[0]: t for t in CANONICAL_IDS.values() if "{i" in t}
+    vocabulary = [*(s + ".*" for s in stems), *_STAGE_NAMES]
+    found: list[str] = []
+    word, dot, number = pattern.rpartition(".")
+    if dot and number.isdigit():  # an index: the canonical spelling of that index under the closest stem
+        for stem in difflib.get_close_matches(word.lower(), list(stems), n=2, cutoff=0.6):
+            found.append(stems[stem].format(i=int(number)))
+    for candidate in (pattern, pattern.lower()):
+        found += difflib.get_close_matches(candidate, vocabulary, n=3, cutoff=0.6)
+    return list(dict.fromkeys(f for f in found if f != pattern))[:3]
 
 
 @dataclass(frozen=True)
@@ -176,17 +273,12 @@ class LayerMap:
         (``vision.*``, ``llm.1?``), stage or module names (``llm``, ``cnn``), or ``*``/``None``
         for all. A pattern that matches nothing raises, naming the pattern and the ids.
         """
+        patterns = split_patterns(patterns)
         if patterns is None:
             return list(self.layers)
-        if isinstance(patterns, str):
-            patterns = [p.strip() for p in patterns.split(",") if p.strip()]
         chosen: set[str] = set()
         for pat in patterns:
-            hit = {
-                s.id
-                for s in self.layers
-                if fnmatch.fnmatchcase(s.id, pat) or s.stage == pat or s.module == pat
-            }
+            hit = {s.id for s in self.layers if matches(s, pat)}
             if not hit:
                 stages = list(dict.fromkeys([s.stage for s in self.layers] + [s.module for s in self.layers]))
                 raise LayerSelectionError(self.model, pat, self.ids, stages)
@@ -318,6 +410,9 @@ def resolve_layer_map(
                     used=not (feed is not None and g.mark_unused_after_feed and i > feed),
                 )
             )
+    odd = [f"{s.id} ({s.stage}: {CANONICAL_IDS.get(s.stage, '?')})" for s in specs if not is_canonical(s.stage, s.id)]
+    if odd:
+        problems.append(f"layer ids not of their stage's canonical form: {', '.join(odd)}")
     ids = [s.id for s in specs]
     dups = sorted({i for i in ids if ids.count(i) > 1})
     if dups:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .layermap import STAGES
+from .layermap import STAGES, is_canonical
 
 try:  # the fixture is optional: importing this module must not require pytest
     import pytest
@@ -74,6 +74,9 @@ def check_layer_map(lmap: Any) -> list[str]:
         return [f"{lmap.model}: empty layer map"]
     if len(set(ids)) != len(ids):
         problems.append(f"{lmap.model}: duplicate layer ids")
+    odd = [s.id for s in lmap.layers if not is_canonical(s.stage, s.id)]
+    if odd:  # the pre-load --layers check (medprobe.layermap.check_patterns) relies on canonical ids
+        problems.append(f"{lmap.model}: layer ids not of their stage's canonical form (layermap.CANONICAL_IDS): {odd}")
     order = [STAGES.index(s.stage) for s in lmap.layers]
     if order != sorted(order):
         problems.append(f"{lmap.model}: stages out of pipeline order")

@@ -205,12 +205,31 @@ def test_readout_and_layer_typos_are_refused_before_any_model_is_loaded(tmp_path
     # refused while parsing: no model library imported, no model built (the readout names live
     # beside their torch code, so torch itself is imported)
     assert not imported & {"timm", "transformers", "open_clip", "medprobe.models.zoo", "medprobe.features.extract"}, imported
+    # a misspelt layer name is refused while parsing too: not even torch is imported
+    code = code.replace("'--readout', 'image-maen'", "'--layers', 'vision.*,stgae.*'")
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if not line.startswith("import time:")]
+    assert len(errors) == 1 and errors[0].startswith(
+        "Error: --layers: pattern 'stgae.*' matches no layer id of any model. Did you mean 'stage.*'?"), errors
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert not imported & {"torch", "timm", "transformers", "medprobe.models.zoo", "medprobe.features.extract"}, imported
     layers = invoke(["extract", "-m", MODEL, "-d", DATA, "--tiny", "--store", str(tmp_path), "--layers", "stage.*,"])
     assert layers.exit_code == 2 and "empty pattern" in layers.output
-    typo = invoke(["extract", "-m", MODEL, "-d", DATA, "--tiny", "--store", str(tmp_path), "--layers", "stgae.*"])
-    assert typo.exit_code == 2
-    assert "--layers: pattern 'stgae.*' matches none of the layers of 'example-cnn'. Did you mean 'stage.*'" in typo.output
-    assert "is invalid" not in typo.output and not any(tmp_path.iterdir())  # nothing written
+    for command in (["extract", "-m", MODEL, "-d", DATA, "--tiny", "--store", str(tmp_path), "--layers", "stgae.*"],
+                    ["train", "-m", MODEL, "-d", DATA, "--tiny", "--out", str(tmp_path / "t"), "--probe-layers",
+                     "--layers", "stgae.*"],
+                    ["models", "layers", MODEL, "--tiny", "--select", "stgae.*"]):  # fmt: skip
+        typo = invoke(command)
+        assert typo.exit_code == 2, command
+        flag = "--select" if "--select" in command else "--layers"
+        assert f"{flag}: pattern 'stgae.*' matches no layer id of any model. Did you mean 'stage.*'" in typo.output
+        assert "is invalid" not in typo.output and not any(tmp_path.iterdir())  # nothing written
+    # well formed but past this model's depth: refused once its map is known, still before anything is written
+    deep = invoke(["extract", "-m", MODEL, "-d", DATA, "--tiny", "--store", str(tmp_path), "--layers", "stage.9"])
+    assert deep.exit_code == 2
+    assert "--layers: pattern 'stage.9' matches none of the layers of 'example-cnn'. Did you mean" in deep.output
+    assert "Its layers: stage.0, stage.1, stage.2, head" in deep.output and not any(tmp_path.iterdir())
 
 
 # -- 6. too-small splits ---------------------------------------------------------------------

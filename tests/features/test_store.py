@@ -61,6 +61,20 @@ def test_changed_readout_or_layers_get_a_new_key(tmp_path):
     assert len({a.path, b.path, c.path, d.path}) == 4
 
 
+def test_a_misspelt_layer_pattern_is_refused_before_the_model_or_data_is_opened(tmp_path, monkeypatch):
+    from medprobe.layermap import LayerPatternError
+    from medprobe.models import prepare
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("the model was prepared before the layer pattern was checked")
+
+    monkeypatch.setattr(prepare, "prepare_model", must_not_load)
+    with pytest.raises(LayerPatternError, match=r"'vison\.\*' matches no layer id of any model \(checked before "
+                                                r"loading 'example-cnn'\)\. Did you mean 'vision\.\*'"):
+        extract(MODEL, "imagefolder:/no/such/folder", tmp_path, tiny=True, layers="stage.*,vison.*", progress=False)
+    assert not any(tmp_path.iterdir())
+
+
 def test_batch_size_does_not_change_features(tmp_path):
     one = extract(MODEL, DATA, tmp_path / "1", tiny=True, batch_size=1, progress=False)
     eight = extract(MODEL, DATA, tmp_path / "8", tiny=True, batch_size=8, progress=False)

@@ -107,6 +107,8 @@ name = "b"
         (("tiny = true", "tiny = true\ndtype = 'fp64'"), r"\[experiment\]\.dtype: 'fp64'"),
         (("tiny = true", "tiny = true\nbatch_size = 0"), r"\[experiment\]\.batch_size: must be at least 1"),
         (("tiny = true", "tiny = true\nreadouts = ['pooled']"), r"\[experiment\]\.readouts: unknown readout"),
+        (("tiny = true", "tiny = true\nlayers = ['stage.*', 'vison.*']"),
+         r"\[experiment\]\.layers: --layers: pattern 'vison\.\*' matches no layer id of any model\. Did you mean 'vision\.\*'"),
         (("tiny = true", "tiny = true\nconditions = ['sft']"), r"\[experiment\]\.conditions\[0\]: unknown condition 'sft'"),
         (("spec = ", "name = 'x'\nspec = "), None),
         (('spec = "synthetic', 'spec = "/data/busi'), r"\[\[dataset\]\] #1\.spec: .*loader scheme"),

@@ -105,7 +105,7 @@ ref = "example-cnn"
 [[model]]
 ref = "example-cnn"
 name = "broken"
-layers = "no-such-layer.*"
+layers = "llm.*"                            # well formed, so it fails at run time: a CNN has no LLM layers
 [[model]]
 ref = "medgemma-4b"
 batch_size = 8
@@ -159,7 +159,8 @@ def test_failures_interrupts_and_resume(tmp_path):
     assert [r["job"] for r in again.results] == ids[2:]
     failed = [r for r in again.results if r["status"] == "failed"]
     assert [r["job"] for r in failed] == ["broken__a__base", "broken__b__base"]
-    assert "no-such-layer" in failed[0]["error"] and Path(failed[0]["log"]).is_file()
+    assert "pattern 'llm.*' matches none of the layers of 'example-cnn'" in failed[0]["error"]
+    assert Path(failed[0]["log"]).is_file()
     assert "Traceback" in Path(failed[0]["log"]).read_text()
     assert all((Path(by_id[i].run_dir) / "manifest.json").stat().st_mtime_ns == stamps[i] for i in ids[:2])
 

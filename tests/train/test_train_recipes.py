@@ -173,3 +173,20 @@ def test_bad_requests_are_refused(model, recipe, extra, message, tmp_path):
 def test_existing_run_is_not_overwritten(linear_run):
     with pytest.raises(TrainError, match="already holds a trained run"):
         train("vit-small-patch16-224", DATA, linear_run.path, recipe="linear", tiny=True, progress=False)
+
+
+def test_probe_layer_patterns_are_checked_before_training_and_an_old_run_is_kept(finetune_run, tmp_path):
+    from medprobe.layermap import LayerPatternError, LayerSelectionError
+
+    with pytest.raises(LayerPatternError, match="pattern 'stgae.1' matches no layer id of any model .*'stage.1'"):
+        train("resnet18", DATA, tmp_path / "new", recipe="finetune", tiny=True, probe_layers=True,
+              probe_layer_patterns="stgae.1", progress=False)
+    assert not (tmp_path / "new").exists()  # refused before the dataset, the model or the folder
+    before = {p.relative_to(finetune_run.path): p.read_bytes() for p in finetune_run.path.rglob("*") if p.is_file()}
+    # well formed, but resnet18 has no layer 'stage.9': refused once the model is loaded, before the
+    # old run is cleared or an epoch is trained
+    with pytest.raises(LayerSelectionError, match="pattern 'stage.9' matches none of the layers of 'resnet18'"):
+        train("resnet18", DATA, finetune_run.path, recipe="finetune", tiny=True, probe_layers=True,
+              probe_layer_patterns="stage.9", overwrite=True, progress=False)
+    after = {p.relative_to(finetune_run.path): p.read_bytes() for p in finetune_run.path.rglob("*") if p.is_file()}
+    assert after == before

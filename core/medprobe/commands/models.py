@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .options import layers_option
 from .output import echo_json, echo_table
 
 
@@ -68,7 +69,7 @@ def show(model: str, as_json: bool) -> None:
 @models.command()
 @click.argument("model")
 @click.option("--tiny", is_flag=True, help="Resolve on a tiny random model of the card's class (offline).")
-@click.option("--select", "select", default=None, help="Only layers matching these patterns (e.g. 'vision.*,connector').")
+@layers_option("Only layers matching these patterns (e.g. 'vision.*,connector').", dest="select", flag="--select")
 @click.option("--dataset", "dataset_spec", default=None,
               help="Estimate the feature store and GPU memory for this dataset spec (its sample count).")
 @click.option("--n", "n", type=click.IntRange(min=1), default=None, help="Estimate for N samples (instead of --dataset).")

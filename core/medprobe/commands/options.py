@@ -343,8 +343,10 @@ _LAYER_PATTERN = re.compile(r"^[A-Za-z0-9_.*?\[\]!:/-]+$")
 
 def check_layers(ctx: click.Context | None, param: Any, value: str | None) -> str | None:
     """``--layers``: comma-separated layer ids, stage / module names or fnmatch patterns. Checked
-    here for form (empty parts, spaces, stray characters); that each pattern matches a layer of the
-    model is checked as soon as the layer map is known, with close ids suggested
+    here, before any model is loaded, for form (empty parts, spaces, stray characters) and for
+    matching some canonical layer id or stage name (:func:`medprobe.layermap.check_patterns`: a
+    misspelt ``vison.*`` is refused with the close names); that each pattern matches a layer of
+    *this* model is checked as soon as its layer map is known, with close ids suggested
     (:meth:`medprobe.layermap.LayerMap.select`)."""
     if value is None:
         return value
@@ -355,11 +357,16 @@ def check_layers(ctx: click.Context | None, param: Any, value: str | None) -> st
     if bad:
         raise click.BadParameter(f"'{bad[0]}' is not a layer pattern (ids like llm.12, stage names like vision, "
                                  "wildcards * ? [..]); list a model's layers with 'medprobe models layers REF --tiny'")  # fmt: skip
+    from ..layermap import check_patterns
+
+    check_patterns(parts, option=param.opts[0] if param is not None else "--layers")  # one line, printed by cli.main
     return value
 
 
-def layers_option(help: str = "Layer patterns, e.g. 'vision.*,connector,llm.*' (default: all).", **kwargs: Any):
-    return click.option("--layers", "layers", default=None, callback=check_layers, metavar="PATTERNS", help=help,
+def layers_option(help: str = "Layer patterns, e.g. 'vision.*,connector,llm.*' (default: all).", dest: str = "layers",
+                  flag: str = "--layers", **kwargs: Any):
+    """A layer-pattern option (``--layers``; ``flag`` / ``dest`` rename it), checked by :func:`check_layers`."""
+    return click.option(flag, dest, default=None, callback=check_layers, metavar="PATTERNS", help=help,
                         **kwargs)  # fmt: skip
 
 

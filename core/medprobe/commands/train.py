@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import click
 
-from .options import force_option, honour_deprecated, json_option, limit_option, load_options, open_dataset_for
-from .options import skip_bad_option
+from .options import force_option, honour_deprecated, json_option, layers_option, limit_option, load_options
+from .options import open_dataset_for, skip_bad_option
 
 
 @click.command()
@@ -30,8 +30,7 @@ from .options import skip_bad_option
 @click.option("--freeze", is_flag=True, help="Train the head only on the frozen backbone (implied by --recipe linear).")
 @click.option("--layer", default=None, help="vision-tower: the vision layer to pool (default: the one feeding the connector).")
 @click.option("--probe-layers", is_flag=True, help="Also extract the trained model's layers into RUN/layers for the report.")
-@click.option("--layers", "layer_patterns", default=None,
-              help="With --probe-layers: layer patterns (default all; 'vision' for vision-tower).")
+@layers_option("With --probe-layers: layer patterns (default all; 'vision' for vision-tower).", dest="layer_patterns")
 @force_option("Replace a trained run already in --out (default: refuse).", old_overwrite=True)
 @json_option("Print the run's metrics as JSON.")
 @load_options(exclude=("lora", "merge_lora", "device_map", "max_memory"), dtype_default=None)

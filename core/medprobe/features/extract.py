@@ -17,7 +17,8 @@ reused without taking the lock once every file is verified (so also from a read-
 damaged one is recomputed with a warning. Writing needs a writable folder, checked before the
 forward pass. A second process on an incomplete run waits on the run's file lock, then resumes or
 finds it complete. A readout set that applies to no selected layer is refused before anything is
-written (:func:`medprobe.features.plan.check_readouts_apply`). With ``world_size``/``rank``, :func:`extract` hands the batches to
+written (:func:`medprobe.features.plan.check_readouts_apply`); a misspelt layer pattern before the
+model is loaded (:func:`medprobe.layermap.check_patterns`). With ``world_size``/``rank``, :func:`extract` hands the batches to
 :mod:`medprobe.features.distributed` (data-parallel extraction).
 """
 
@@ -30,6 +31,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..adapter import LoadedModel
+from ..layermap import check_patterns
 from ..models.prepare import LoadOptions
 from ..registry import MedprobeError
 from .store import ManifestError, Run, RunWriter, StoreError, StoreWarning, ensure_writable
@@ -96,6 +98,7 @@ def extract(
     opts = options_of(load, load_fields)
     if batch_size < 1:
         raise MedprobeError("--batch-size must be at least 1")
+    check_patterns(layers, model if isinstance(model, str) else model.card.id)  # a misspelt pattern, before loading
     distributed = world_size is not None and world_size > 1
     if distributed:
         from .distributed import check_rank, rank_device

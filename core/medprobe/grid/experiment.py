@@ -58,6 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..layermap import check_patterns
 from ..registry import MedprobeError
 from .resources import ResourceError, Resources
 
@@ -262,10 +263,14 @@ def _layers(table: Mapping[str, Any], where: str) -> str | None:
         return None
     value = table["layers"]
     if isinstance(value, list) and all(isinstance(v, str) for v in value) and value:
-        return ",".join(value)
-    if isinstance(value, str) and value.strip():
-        return value
-    raise ExperimentError(f"{where}.layers: expected patterns like 'vision.*,connector,llm.*', got {value!r}")
+        value = ",".join(value)
+    elif not (isinstance(value, str) and value.strip()):
+        raise ExperimentError(f"{where}.layers: expected patterns like 'vision.*,connector,llm.*', got {value!r}")
+    try:
+        check_patterns(value)
+    except MedprobeError as exc:
+        raise ExperimentError(f"{where}.layers: {exc}") from None
+    return value
 
 
 def _dtype(table: Mapping[str, Any], where: str) -> str | None:

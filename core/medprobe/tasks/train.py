@@ -93,9 +93,15 @@ def resolve_hyper(recipe: str, frozen: bool, overrides: Mapping[str, Any], devic
     return hyper
 
 
-def _prepare_out(out: Path, overwrite: bool) -> None:
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Before loading: refuse a folder that holds a trained run unless ``overwrite``."""
     if (out / TRAIN_FILE).exists() and not overwrite:
         raise TrainError(f"{out} already holds a trained run ({TRAIN_FILE}); choose another --out or pass --overwrite")
+
+
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    """After the model loaded and every option was checked: clear an old run (``overwrite``)."""
+    _check_out(out, overwrite)
     if out.exists() and overwrite:
         for name in (TRAIN_FILE, LOG_FILE, CHECKPOINT_DIR, LAYERS_DIR):
             target = out / name
@@ -219,6 +225,10 @@ def train(
             "--probe-layers needs a trained backbone; with a frozen backbone (linear, --freeze) its layers are those of "
             "`medprobe extract` on the same weights"
         )
+    if probe_layers:
+        from ..layermap import check_patterns
+
+        check_patterns(probe_layer_patterns, model)
     ds = open_dataset(dataset) if isinstance(dataset, str) else dataset
     data = SplitData.from_dataset(ds)
     weights_per_class = class_weights(data.labels["train"], ds.classes)
@@ -227,10 +237,14 @@ def train(
                                            "patience": patience, "weight_decay": weight_decay}, dev)
     out = Path(out)
     ensure_writable(out, "the trained run (train.json, checkpoint/)", "choose a writable --out")
-    _prepare_out(out, overwrite)
+    _check_out(out, overwrite)
 
     loaded = _load(model, recipe, tiny=tiny, seed=seed, device=dev, image_size=image_size,
                    weights=str(weights) if weights is not None else None, random_init=random_init, load_options=load_options)
+    patterns = probe_layer_patterns or ("vision" if recipe == "vision-tower" else None)
+    if probe_layers:
+        loaded.layer_map.select(patterns)  # a pattern this model lacks is refused before training, not after
+    _prepare_out(out, overwrite)
     adapter = loaded.adapter
     backbone = VisionTowerBackbone(loaded, adapter, layer) if recipe == "vision-tower" else EncoderBackbone(loaded, adapter)
     torch.manual_seed(seed)
@@ -346,7 +360,6 @@ def train(
         # the layers of the trained backbone, in the dtype the model was loaded in
         loaded.model.to(dtype=torch_dtype(loaded.dtype))
         loaded.weights = trained_weights
-        patterns = probe_layer_patterns or ("vision" if recipe == "vision-tower" else None)
         layers_run = extract(loaded, ds, out / LAYERS_DIR, layers=patterns, batch_size=hyper.eval_batch_size,
                              device=dev, seed=seed, progress=progress)
         record["layers_run"] = str(layers_run.path.relative_to(out))

@@ -202,9 +202,9 @@ def test_readout_and_layer_typos_are_refused_before_any_model_is_loaded(tmp_path
     assert proc.returncode == 2
     assert "unknown readout 'image-maen'. Did you mean 'image-mean'?" in proc.stderr
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
-    # refused while parsing: no model library imported, no model built (the readout names live
-    # beside their torch code, so torch itself is imported)
-    assert not imported & {"timm", "transformers", "open_clip", "medprobe.models.zoo", "medprobe.features.extract"}, imported
+    # refused while parsing: no model library imported (torch included), no model built
+    assert not imported & {"torch", "timm", "transformers", "open_clip", "medprobe.models.zoo",
+                           "medprobe.features.extract"}, imported
     # a misspelt layer name is refused while parsing too: not even torch is imported
     code = code.replace("'--readout', 'image-maen'", "'--layers', 'vision.*,stgae.*'")
     proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, timeout=120)

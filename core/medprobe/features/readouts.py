@@ -22,12 +22,13 @@ per-image token counts T_i; ``NC`` (B, C).
 
 from __future__ import annotations
 
-from typing import Sequence
-
-import torch
+from typing import TYPE_CHECKING, Sequence
 
 from ..layermap import LayerSpec
 from ..registry import MedprobeError
+
+if TYPE_CHECKING:  # the names and rules are torch-free: the CLI checks --readout while parsing
+    import torch
 
 READOUTS = ("image-mean", "cls", "last-token", "text-mean")
 DEFAULT_READOUTS = ("image-mean", "last-token")
@@ -63,6 +64,8 @@ def applicable(layer: LayerSpec, requested: Sequence[str]) -> list[str]:
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor, layer: LayerSpec, role: str) -> torch.Tensor:
     """x (B, T, C), mask (B, T) bool -> (B, C) float32 mean over the True positions."""
+    import torch
+
     if mask.shape != x.shape[:2]:
         raise ReadoutError(
             f"layer '{layer.id}': token-role mask '{role}' has shape {tuple(mask.shape)} but the hook output is "
@@ -89,6 +92,8 @@ def reduce(
 
     The results are fresh tensors (``clone``), never views of ``x``.
     """
+    import torch
+
     out: dict[str, torch.Tensor] = {}
     if layer.layout == "NCHW":
         if x.dim() != 4:

@@ -45,7 +45,7 @@ def train(model, dataset, out, recipe, epochs, lr, head_lr, batch_size, patience
     run = run_train(
         model, ds, out, recipe=recipe, epochs=epochs, lr=lr, head_lr=head_lr, batch_size=batch_size,
         patience=patience, freeze=freeze, layer=layer, probe_layers=probe_layers, probe_layer_patterns=layer_patterns,
-        overwrite=force, on_epoch=None if as_json else (lambda e: click.echo(format_epoch(e))), **load.to_dict(),
+        overwrite=force, on_epoch=None if as_json else (lambda e: click.echo(format_epoch(e))), load=load,
     )
     if as_json:
         echo_json({"run": str(run.path), "best_epoch": run.best_epoch, "metrics": run.metrics,

@@ -43,6 +43,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from ..models.prepare import LoadOptions, options_of
+
 from .training.record import (
     BACKBONE_FILE,
     CHECKPOINT_DIR,
@@ -112,9 +114,8 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def _load(ref: str, recipe: str, *, tiny: bool, seed: int, device: str, image_size: int | None,
-          weights: str | None, random_init: bool, load_options: dict[str, Any]) -> Any:
-    """Load the model a recipe trains (see :func:`train`)."""
+def _load(ref: str, recipe: str, opts: "LoadOptions", device: str) -> Any:
+    """Load the model a recipe trains (see :func:`train`) on the resolved ``device``."""
     from ..models.zoo import get_card
     from ..models.prepare import load_model
 
@@ -123,30 +124,22 @@ def _load(ref: str, recipe: str, *, tiny: bool, seed: int, device: str, image_si
         raise TrainError(f"model '{card.id}' is a {card.kind}; the vision-tower recipe takes an MLLM card (finetune or linear train baselines)")
     if recipe != "vision-tower" and card.kind != "baseline":
         raise TrainError(f"model '{card.id}' is an MLLM; train its vision encoder with --recipe vision-tower")
-    if tiny:
-        clash = [n for n, v in (("--weights", weights), ("--random-init", random_init), ("--image-size", image_size)) if v]
-        if clash or load_options:
-            raise TrainError(f"--tiny builds the card's tiny random model; it takes no {clash + sorted(load_options)}")
-        loaded = load_model(ref, tiny=True, seed=seed)
+    if opts.tiny:
+        given = [k for k in opts.to_dict() if k not in ("tiny", "seed", "device", "dtype")]
+        if given:
+            flags = ["--" + k.replace("_", "-") for k in given]
+            raise TrainError(f"--tiny builds the card's tiny random model; it takes no {', '.join(flags)}")
+        loaded = load_model(ref, tiny=True, seed=opts.seed)
         loaded.model.to(device)
         loaded.device = device
         return loaded
-    options = dict(load_options)
-    options.setdefault("dtype", "auto" if recipe == "vision-tower" else "fp32")
-    if image_size is not None:
-        options["image_size"] = image_size
+    options = opts.replace(device=device, dtype=opts.dtype or ("auto" if recipe == "vision-tower" else "fp32"))
     if card.kind == "mllm":
-        if random_init:
+        if opts.random_init:
             raise TrainError(f"model '{card.id}': --random-init is for baselines; MLLMs load a checkpoint (--weights DIR)")
-        if weights is not None:
-            options["source"] = str(weights)
-    else:
-        if weights is not None:
-            options["weights"] = str(weights)
-        if random_init:
-            options["random_init"] = True
-        options["seed"] = seed
-    loaded = load_model(ref, device=device, **options)
+        if opts.weights is not None:  # an MLLM's trained-from weights are a checkpoint directory
+            options = options.replace(source=opts.source or opts.weights, weights=None)
+    loaded = load_model(ref, options)
     ignored = loaded.extra.get("ignored_options") or []
     if "image_size" in ignored:
         raise TrainError(f"model '{card.id}': family '{card.family}' does not take --image-size")
@@ -163,22 +156,17 @@ def train(
     lr: float | None = None,
     head_lr: float | None = None,
     batch_size: int | None = None,
-    image_size: int | None = None,
     patience: int | None = None,
     weight_decay: float | None = None,
-    seed: int = 0,
-    tiny: bool = False,
-    weights: str | Path | None = None,
-    random_init: bool = False,
     freeze: bool = False,
     layer: str | None = None,
-    device: str = "auto",
     probe_layers: bool = False,
     probe_layer_patterns: str | None = None,
     overwrite: bool = False,
     progress: bool | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
-    **load_options: Any,
+    load: LoadOptions | None = None,
+    **load_fields: Any,
 ) -> TrainRun:
     """Train a classifier and write the run directory ``out``; returns the :class:`TrainRun`.
 
@@ -189,18 +177,20 @@ def train(
         out: the run directory (created; an existing trained run needs ``overwrite=True``).
         recipe: ``finetune``, ``linear`` or ``vision-tower`` (see the module docstring).
         epochs, lr, head_lr, batch_size, patience, weight_decay: override the recipe's defaults.
-        image_size: input side for real / random-init / local-weight baselines (timm, open_clip) and
-            Qwen-VL MLLMs; not with ``tiny``.
-        tiny: the card's seeded tiny random model (offline pipeline check; flagged synthetic).
-        weights: local weights (baselines: a file or folder as ``extract --weights``; MLLMs: a
-            checkpoint directory). ``random_init``: random weights on purpose (baselines).
         freeze: train the head only on a frozen backbone (implied by ``linear``).
         layer: vision-tower only: the vision layer to pool (default: the one feeding the connector).
-        device: ``auto`` (a GPU when present), ``cpu`` or ``cuda:N``.
         probe_layers: extract the trained model's layers into ``out/layers/`` for the report
             (``probe_layer_patterns`` selects them; default all layers, ``vision`` for vision-tower).
         on_epoch: called with each epoch's log entry.
-        load_options: passed to the adapter's ``load`` (``source``, ``revision``, ``dtype`` ...).
+        load: which model, how (:class:`~medprobe.models.prepare.LoadOptions`); ``load_fields`` are
+            its fields as keywords, as for :func:`medprobe.features.extract.extract` (``tiny=True``,
+            ``device="cuda:0"``, ``seed`` -- also the training seed --, ``weights``, ``random_init``,
+            ``image_size``, ``source``, ``dtype`` ...). ``tiny``: the card's seeded tiny random model
+            (offline pipeline check; flagged synthetic), with no other weights option. ``weights``:
+            baselines, a file or folder as ``extract --weights``; MLLMs, a checkpoint directory (taken
+            as ``source``). ``random_init``: random weights on purpose (baselines). ``image_size``:
+            real / random-init / local-weight baselines (timm, open_clip) and Qwen-VL MLLMs. ``dtype``
+            unset: ``fp32`` for baselines, ``auto`` for vision-tower.
     """
     import torch
     from safetensors.torch import load_file, save_file
@@ -215,6 +205,8 @@ def train(
     from .training.loop import ClassifierHead, FrozenFeatures, LiveFeatures, fit, predict
 
     t_start = time.perf_counter()
+    opts = options_of(load if load is not None else LoadOptions(dtype=None), load_fields)
+    seed = opts.seed
     if recipe not in RECIPES:
         raise TrainError(f"unknown recipe '{recipe}'; choose one of {list(RECIPES)}")
     if layer is not None and recipe != "vision-tower":
@@ -232,15 +224,14 @@ def train(
     ds = open_dataset(dataset) if isinstance(dataset, str) else dataset
     data = SplitData.from_dataset(ds)
     weights_per_class = class_weights(data.labels["train"], ds.classes)
-    dev = resolve_device(device)
+    dev = resolve_device(opts.device)
     hyper = resolve_hyper(recipe, frozen, {"epochs": epochs, "lr": lr, "head_lr": head_lr, "batch_size": batch_size,
                                            "patience": patience, "weight_decay": weight_decay}, dev)
     out = Path(out)
     ensure_writable(out, "the trained run (train.json, checkpoint/)", "choose a writable --out")
     _check_out(out, overwrite)
 
-    loaded = _load(model, recipe, tiny=tiny, seed=seed, device=dev, image_size=image_size,
-                   weights=str(weights) if weights is not None else None, random_init=random_init, load_options=load_options)
+    loaded = _load(model, recipe, opts, dev)
     patterns = probe_layer_patterns or ("vision" if recipe == "vision-tower" else None)
     if probe_layers:
         loaded.layer_map.select(patterns)  # a pattern this model lacks is refused before training, not after

@@ -164,8 +164,10 @@ def write_dicom(
     width: float | list[float] | None = None,
     photometric: str = "MONOCHROME2",
     signed: bool = False,
+    with_pixels: bool = True,
 ) -> Path:
-    """A minimal uncompressed (explicit VR little endian) single-frame grey DICOM file."""
+    """A minimal uncompressed (explicit VR little endian) single-frame grey DICOM file
+    (``with_pixels=False``: the header alone, no PixelData element)."""
     import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -194,7 +196,8 @@ def write_dicom(
         ds.WindowCenter = center
     if width is not None:
         ds.WindowWidth = width
-    ds.PixelData = pixels.astype(np.int16 if signed else np.uint16).tobytes()
+    if with_pixels:
+        ds.PixelData = pixels.astype(np.int16 if signed else np.uint16).tobytes()
     path.parent.mkdir(parents=True, exist_ok=True)
     if hasattr(ds, "save_as") and "enforce_file_format" in pydicom.dataset.Dataset.save_as.__code__.co_varnames:
         ds.save_as(path, enforce_file_format=True)

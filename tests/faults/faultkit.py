@@ -135,30 +135,14 @@ def png_bomb(path: Path, w: int = 10000, h: int = 10000) -> Path:
 
 
 def dicom(path: Path, pixels: np.ndarray | None = None, *, with_pixels: bool = True) -> Path:
-    """A minimal uncompressed 16-bit grey DICOM file (pydicom needed)."""
-    import pydicom
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    """A minimal uncompressed 16-bit grey DICOM file (pydicom needed): the dataset tests' writer."""
+    datasets = str(Path(__file__).resolve().parents[1] / "datasets")
+    if datasets not in sys.path:
+        sys.path.insert(0, datasets)
+    from ds_make import write_dicom
 
     pixels = np.arange(16 * 16, dtype=np.uint16).reshape(16, 16) if pixels is None else pixels
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CT"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    if with_pixels:
-        ds.PixelData = pixels.astype(np.uint16).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    return write_dicom(path, pixels, with_pixels=with_pixels)
 
 
 def medmnist_arrays(n: int = 6, rgb: bool = False, dtype=np.uint8) -> dict[str, np.ndarray]:

@@ -90,3 +90,21 @@ def plugin_env(tmp_path, monkeypatch):
 
     yield install
     plugin_mod.set_plugins(None)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A complete reference run of the store suites' tiny extraction (48 rows, 4 feature files),
+    made once per module (:func:`_store_util.extract_tiny`)."""
+    from _store_util import extract_tiny
+
+    return extract_tiny(tmp_path_factory.mktemp("base")).path
+
+
+@pytest.fixture(scope="module")
+def reference(base):
+    """The bytes of every feature file of :func:`base`."""
+    from _store_util import features_bytes
+    from medprobe.features.store import Run
+
+    return features_bytes(Run.open(base))

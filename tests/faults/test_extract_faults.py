@@ -30,19 +30,6 @@ from medprobe.features.store import Run
 UNSHARE = can_unshare()
 
 
-_extract = extract_tiny
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    return _extract(tmp_path_factory.mktemp("base")).path
-
-
-@pytest.fixture(scope="module")
-def reference(base):
-    return features_bytes(Run.open(base))
-
-
 def _cli(*args: str) -> str:
     return " ".join(shlex.quote(str(a)) for a in [sys.executable, "-m", "medprobe.cli", *args])
 

@@ -22,27 +22,13 @@ from _store_util import (BATCH, extract_tiny, DATA, MODEL, copy_run, edit_manife
 from medprobe.features.store import Run, StoreWarning
 
 
-_extract = extract_tiny
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    """The complete reference run (48 rows, 4 feature files)."""
-    return _extract(tmp_path_factory.mktemp("base")).path
-
-
-@pytest.fixture(scope="module")
-def reference(base):
-    return features_bytes(Run.open(base))
-
-
 def _interrupted(root: Path, at_batch: int) -> Path:
     def stop(batch_no):
         if batch_no == at_batch:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        _extract(root, on_batch=stop)
+        extract_tiny(root, on_batch=stop)
     return next(p for p in root.iterdir() if p.is_dir())
 
 
@@ -98,7 +84,7 @@ def test_37_sigkill_then_resume_is_bit_identical(tmp_path, reference, at_batch, 
     m = json.loads((run_dir / "manifest.json").read_text())
     assert m["status"] == "incomplete" and m["rows_done"] == kept_rows
     computed = []
-    run = _extract(tmp_path, on_batch=computed.append)
+    run = extract_tiny(tmp_path, on_batch=computed.append)
     assert len(computed) == (48 - kept_rows) // BATCH  # nothing recorded was recomputed
     assert features_bytes(run) == reference and run.verify() == []
 
@@ -187,7 +173,7 @@ def test_43_corrupted_shard_is_recomputed_on_resume(partial, tmp_path, reference
     computed = []
     with pytest.warns(StoreWarning, match=r"shard-000001\.safetensors: checksum mismatch .*recomputing rows 16-32 "
                                           r"\(1 shard\(s\) dropped, rows 0-16 kept\)"):
-        run = _extract(tmp_path, on_batch=computed.append)
+        run = extract_tiny(tmp_path, on_batch=computed.append)
     assert len(computed) == 16  # rows 16-48: the bad shard's and the missing ones, not shard 0's
     assert features_bytes(run) == reference and run.verify() == []
 
@@ -200,11 +186,11 @@ def test_44_truncated_shard_is_named_and_recomputed(partial, tmp_path, reference
     truncate(run_dir / "shards" / "shard-000000.safetensors", 100)
     computed = []
     with pytest.warns(StoreWarning, match=r"shard-000000\.safetensors: .*truncated.*recomputing rows 0-32"):
-        run = _extract(tmp_path, on_batch=computed.append)
+        run = extract_tiny(tmp_path, on_batch=computed.append)
     assert len(computed) == 24
     assert features_bytes(run) == reference and run.verify() == []
     again = []
-    _extract(tmp_path, on_batch=again.append)  # reruns reuse it: the damage is gone for good
+    extract_tiny(tmp_path, on_batch=again.append)  # reruns reuse it: the damage is gone for good
     assert again == []
 
 
@@ -215,7 +201,7 @@ def test_stray_tmp_from_a_kill_during_finalize_is_removed(unfinalized, tmp_path,
     for f in stray:
         f.write_bytes(b"half a file")
     computed = []
-    run = _extract(tmp_path, on_batch=computed.append)
+    run = extract_tiny(tmp_path, on_batch=computed.append)
     assert computed == [] and not any(f.exists() for f in stray)
     assert not list(run_dir.rglob("*.tmp")) and features_bytes(run) == reference
 
@@ -289,7 +275,7 @@ def test_schema1_run_is_read_and_results_say_unverified(run_copy, capsys):
     saved = json.loads((probe_dir(Run.open(run_copy), "linear") / "results.json").read_text())
     assert saved["settings"]["input"]["status"] == "unverified" and "schema 1" in saved["settings"]["input"]["reasons"][0]
     computed = []
-    reused = _extract(run_copy.parent, on_batch=computed.append)
+    reused = extract_tiny(run_copy.parent, on_batch=computed.append)
     assert computed == [] and reused.path == run_copy and reused.unverified
     edit_manifest(run_copy, _ids_cut)
     rc, _, err = medprobe(capsys, "cache", "verify", run_copy)
@@ -321,25 +307,25 @@ def test_53_corrupted_probe_results_are_recomputed_by_report(run_copy, tmp_path,
     assert (tmp_path / "rep" / "report.json").is_file()
 
 
-def test_damaged_complete_run_is_recomputed_by_extract(run_copy, reference):
+def test_damaged_complete_run_is_recomputed_byextract_tiny(run_copy, reference):
     flip_float(run_copy / "features" / "stage.1__image-mean.safetensors", 7.0)
     with pytest.warns(StoreWarning, match=r"stage\.1__image-mean\.safetensors: checksum mismatch.*recomputing the run"):
-        run = _extract(run_copy.parent)
+        run = extract_tiny(run_copy.parent)
     assert features_bytes(run) == reference and run.verify() == []
 
 
 def test_43_corrupted_rank_shard_is_recomputed_on_rank_resume(tmp_path, reference):
     """Data-parallel extraction: a rank's recorded shard that changed is dropped and its batches
     computed again when that rank reruns; the merged run is bit-identical."""
-    first = _extract(tmp_path, world_size=2, rank=0)
+    first = extract_tiny(tmp_path, world_size=2, rank=0)
     assert not first.complete
     rank_dir = first.path / "ranks" / "rank-0"
     flip_float(rank_dir / "shard-000000.safetensors", -3.0)
     computed = []
     with pytest.warns(StoreWarning, match=r"rank-0/shard-000000\.safetensors: checksum mismatch .*recomputing its batches \[0, 2, 4"):
-        _extract(tmp_path, world_size=2, rank=0, on_batch=computed.append)
+        extract_tiny(tmp_path, world_size=2, rank=0, on_batch=computed.append)
     assert computed == [0, 2, 4, 6, 8, 10, 12, 14]  # that shard's batches only
-    run = _extract(tmp_path, world_size=2, rank=1)
+    run = extract_tiny(tmp_path, world_size=2, rank=1)
     assert run.complete and features_bytes(run) == reference and run.verify() == []
 
 

@@ -523,23 +523,23 @@ def classify(
 
     from ..features.store import ensure_writable
 
-    if resume and is_classify_run(run_dir):  # a finished run is reused without the lock (read-only folders too)
+    def finished() -> ClassifyRun | None:
+        """The finished run with this key (and its capture, when asked for), if ``resume``."""
+        if not (resume and is_classify_run(run_dir)):
+            return None
         try:
             existing = ClassifyRun.open(run_dir)
-            if existing.key == key and (not capture_last_token or _capture_complete(existing)):
-                return existing
         except StoreError:
-            pass
+            return None
+        return existing if existing.key == key and (not capture_last_token or _capture_complete(existing)) else None
+
+    if (existing := finished()) is not None:  # reused without the lock (read-only folders too)
+        return existing
     ensure_writable(run_dir, "the classify run", "choose a writable --store (a finished run with this key there would "
                     "have been reused)")
     with FileLock(str(run_dir / ".lock")):
-        if resume and is_classify_run(run_dir):
-            try:
-                existing = ClassifyRun.open(run_dir)
-                if existing.key == key and (not capture_last_token or _capture_complete(existing)):
-                    return existing
-            except StoreError:
-                pass
+        if (existing := finished()) is not None:  # another process finished it while this one waited
+            return existing
         (run_dir / RECORD).unlink(missing_ok=True)  # the record marks a finished run: written last
         rows, captured = _run(
             loaded, family, ds, samples, question, mode=mode, tokens=tokens, parser=parser,
